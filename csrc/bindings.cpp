@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "vote_pack_host.h"
+
 #ifdef SPARKLE_FAST_WITH_CUDA
 #include "device_info.h"
 #include "vote_pack.h"
@@ -64,6 +66,14 @@ py::dict build_info() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "sparkle-fast compiled kernels (CUDA when built with nvcc).";
   m.def("build_info", &build_info, "How this module was built: version, compiler, CUDA or not, architectures.");
+
+  // Host twins of the CUDA kernels (always built): the GPU kernels' per-thread code run in a host loop.
+  m.def("vote_u8_host", &sparkle_fast::vote_u8_host, py::call_guard<py::gil_scoped_release>(), py::arg("passes"),
+        py::arg("n_passes"), py::arg("n_pixels"), py::arg("min_votes"), py::arg("out"), py::arg("pack_out"),
+        "Host twin of vote_u8: host addresses of uint8 passes [n_passes][n_pixels] and of the output.");
+  m.def("vote_packed_host", &sparkle_fast::vote_packed_host, py::call_guard<py::gil_scoped_release>(),
+        py::arg("passes"), py::arg("n_passes"), py::arg("n_pixels"), py::arg("min_votes"), py::arg("out"),
+        py::arg("pack_out"), "Host twin of vote_packed: host addresses of packed passes and of the output.");
 
 #ifdef SPARKLE_FAST_WITH_CUDA
   using namespace sparkle_fast;
