@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 PIP_INSTALL := $(PIP) install --disable-pip-version-check -q -c requirements/constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install build test test-gpu demo bench clean
+.PHONY: install build test test-gpu gpu-check demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ test: $(STAMP)
 test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu
 	$(PY) bench/vote_pack.py
+
+# On a machine whose python3 already has torch, triton, pybind11, pytest and hypothesis and no package registry
+# (the lent H100/H200 machines): build in place with that python, run the gpu tests, then the benchmark.
+gpu-check:
+	python3 -m pip install -q --no-deps --no-build-isolation -e .
+	python3 -m pytest -q -m gpu
+	python3 bench/vote_pack.py
 
 demo: $(STAMP)
 	$(VENV)/bin/sparkle-fast vote-demo --out out/vote-demo
