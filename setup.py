@@ -56,7 +56,7 @@ class CudaToolkit:
             raise RuntimeError(f"nvcc at {nvcc} was found but libcudart_static.a was not in {self.library_dirs}")
 
     @staticmethod
-    def find() -> "CudaToolkit | None":
+    def find() -> CudaToolkit | None:
         mode = os.environ.get("SPARKLE_FAST_CUDA", "auto").strip().lower()
         if mode not in ("auto", "0", "1"):
             raise SystemExit(f"SPARKLE_FAST_CUDA={mode!r}: expected auto, 0 or 1")

@@ -49,51 +49,56 @@ def host_twin_vote_and_pack(rows: np.ndarray, n_pixels: int, packed_in: bool, mi
     return out
 
 
-def main(argv=None) -> int:
-    bench, args = Bench.from_args("vote_pack", argv, description=__doc__.splitlines()[0])
+def bench_case(bench: Bench, case: dict, x: torch.Tensor, min_votes: int, shape_arg, want: np.ndarray) -> bool:
+    """Check then time every implementation on one input; False if one disagrees with the reference."""
     device = bench.device
-    on_gpu = device.startswith("cuda")
-    shape = QUICK_SHAPE if bench.quick else SPARKLE_SHAPE
-    n_pixels = math.prod(shape)
-    generator = torch.Generator(device=device).manual_seed(0)
+    host_x = x.cpu().numpy()
+    rows = host_x.reshape(host_x.shape[0], -1)
+    n_pixels = math.prod(case_shape(case))
+    candidates = {
+        "numpy": (lambda: vote_and_pack_reference(host_x, min_votes, shape=shape_arg), "cpu"),
+        "torch-eager": (lambda: torch_eager_vote_and_pack(x, min_votes, shape_arg), device),
+        "ours-host-c++": (lambda: host_twin_vote_and_pack(rows, n_pixels, shape_arg is not None, min_votes), "cpu"),
+    }
+    if device.startswith("cuda"):
+        for backend in ("triton", "cuda"):
+            candidates[f"ours-{backend}"] = (
+                lambda b=backend: ops.vote_and_pack(x, min_votes, shape=shape_arg, backend=b), device)
+    for impl, (fn, where) in candidates.items():
+        result = fn()
+        got = result.cpu().numpy() if isinstance(result, torch.Tensor) else result
+        if not np.array_equal(got, want):
+            print(f"{impl} disagrees with the reference on {case}", file=sys.stderr)
+            return False
+        slow_host_run = where == "cpu" and not bench.quick
+        bench.measure(impl, fn, case, bytes_moved=host_x.nbytes + want.nbytes, device=where,
+                      repeat=min(bench.repeat, 5) if slow_host_run else None)
+    return True
 
+
+def case_shape(case: dict) -> tuple[int, ...]:
+    return tuple(int(d) for d in case["shape"].split("x"))
+
+
+def main(argv=None) -> int:
+    bench, _ = Bench.from_args("vote_pack", argv, description=__doc__.splitlines()[0])
+    shape = QUICK_SHAPE if bench.quick else SPARKLE_SHAPE
+    generator = torch.Generator(device=bench.device).manual_seed(0)
     for n_passes in (11, 20):
         min_votes = n_passes // 2 + 1
-        # Mostly-background masks with foreground blobs would be more realistic, but these kernels do the same
-        # work whatever the values; random values also exercise every bit pattern.
-        passes = (torch.rand((n_passes, *shape), generator=generator, device=device) < 0.3).to(torch.uint8)
+        # Mostly-background masks with foreground blobs would look more like tracker output, but these kernels do
+        # the same work whatever the values, and random values exercise every bit pattern.
+        passes = (torch.rand((n_passes, *shape), generator=generator, device=bench.device) < 0.3).to(torch.uint8)
         host_passes = passes.cpu().numpy()
-        packed = torch.from_numpy(np.stack([np.packbits(p.ravel()) for p in host_passes])).to(device)
-        host_packed = packed.cpu().numpy()
+        packed = torch.from_numpy(np.stack([np.packbits(p.ravel()) for p in host_passes])).to(bench.device)
         want = vote_and_pack_reference(host_passes, min_votes)
-
-        for layout, x, host_x, shape_arg in (("uint8", passes, host_passes, None),
-                                             ("packed", packed, host_packed, shape)):
+        del host_passes
+        for layout, x, shape_arg in (("uint8", passes, None), ("packed", packed, shape)):
             case = {"passes": n_passes, "shape": "x".join(map(str, shape)), "input": layout}
-            bytes_moved = host_x.nbytes + want.nbytes
-            rows = host_x.reshape(n_passes, -1)
-
-            candidates = {
-                "numpy": (lambda: vote_and_pack_reference(host_x, min_votes, shape=shape_arg), "cpu"),
-                "torch-eager": (lambda: torch_eager_vote_and_pack(x, min_votes, shape_arg), device),
-                "ours-host-c++": (lambda: host_twin_vote_and_pack(rows, n_pixels, shape_arg is not None,
-                                                                  min_votes), "cpu"),
-            }
-            if on_gpu:
-                for backend in ("triton", "cuda"):
-                    candidates[f"ours-{backend}"] = (
-                        lambda b=backend: ops.vote_and_pack(x, min_votes, shape=shape_arg, backend=b), device)
-            for impl, (fn, where) in candidates.items():
-                result = fn()
-                got = result.cpu().numpy() if isinstance(result, torch.Tensor) else result
-                if not np.array_equal(got, want):
-                    print(f"{impl} disagrees with the reference on {case}", file=sys.stderr)
-                    return 1
-                bench.measure(impl, fn, case, bytes_moved=bytes_moved, device=where,
-                              repeat=min(bench.repeat, 5) if where == "cpu" and not bench.quick else None)
-            del candidates
-        del passes, packed, host_passes, host_packed
-        if on_gpu:
+            if not bench_case(bench, case, x, min_votes, shape_arg, want):
+                return 1
+        del passes, packed
+        if bench.device.startswith("cuda"):
             torch.cuda.empty_cache()
     bench.compare_to("numpy")
     bench.finish()

@@ -140,7 +140,8 @@ def resolve_backend(backend: str | None, kind: ArrayKind, op: str, gpu_preferenc
         raise ValueError(
             f"{op}: backend {backend!r} (from the {source}) needs GPU input, got a {kind.describe()}; move it to the "
             "GPU (e.g. tensor.cuda()), or use backend='reference'"
-            + (" (or set TRITON_INTERPRET=1 before importing triton to run Triton on the CPU)" if backend == "triton" else "")
+            + (" (or set TRITON_INTERPRET=1 before importing triton to run Triton on the CPU)"
+               if backend == "triton" else "")
         )
     return backend
 

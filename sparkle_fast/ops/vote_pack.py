@@ -43,7 +43,8 @@ _REFERENCE_CHUNK_PIXELS = 1 << 22
 # --- the definition ------------------------------------------------------------------------------------------------
 
 
-def _vote_rows_reference(rows: np.ndarray, n_pixels: int, packed_in: bool, min_votes: int, pack_out: bool) -> np.ndarray:
+def _vote_rows_reference(rows: np.ndarray, n_pixels: int, packed_in: bool, min_votes: int,
+                         pack_out: bool) -> np.ndarray:
     """rows: (N, n_pixels) bool/uint8, or (N, ceil(n_pixels/8)) uint8 packed. Returns 1-D bool or packed uint8."""
     votes = np.empty(n_pixels, dtype=bool)
     for start in range(0, n_pixels, _REFERENCE_CHUNK_PIXELS):
@@ -104,7 +105,7 @@ class _VoteCall:
 def _check_shape(shape, op: str, name: str, ndim: int | None) -> tuple[int, ...]:
     try:
         dims = tuple(int(d) for d in shape)
-        valid = all(d >= 0 and d == s for d, s in zip(dims, shape)) and (ndim is None or len(dims) == ndim)
+        valid = all(d >= 0 and d == s for d, s in zip(dims, shape, strict=True)) and (ndim is None or len(dims) == ndim)
     except (TypeError, ValueError):
         valid = False
     if not valid:
