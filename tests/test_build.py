@@ -96,3 +96,13 @@ def test_installed_namespace_has_no_generic_top_level_names():
     outside_the_checkout = Path(tempfile.mkdtemp())
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=outside_the_checkout)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_public_ops_are_not_shadowed_by_submodules():
+    """`ops.canny` must be the function: a submodule named like an exported op would replace it on import."""
+    from sparkle_fast import ops
+
+    submodules = {p.stem for p in (ROOT / "sparkle_fast" / "ops").glob("*.py")}
+    for name in ops.__all__:
+        assert name not in submodules, f"sparkle_fast/ops/{name}.py shadows the op ops.{name}"
+        assert callable(getattr(ops, name)) or isinstance(getattr(ops, name), tuple), name

@@ -171,11 +171,14 @@ def from_numpy(result: np.ndarray, kind: ArrayKind, like: Any) -> Any:
 
 
 def to_torch(x: Any, kind: ArrayKind):
-    """A torch tensor sharing memory with x (numpy and cupy inputs are wrapped, not copied)."""
+    """A torch tensor sharing memory with x (numpy and cupy inputs are wrapped, not copied, except numpy views with
+    negative strides, which torch cannot represent)."""
     torch = _torch()
     if kind.library == "torch":
         return x.detach()
     if kind.library == "numpy":
+        if any(stride < 0 for stride in x.strides):  # torch cannot view negative strides: copy those views
+            x = np.ascontiguousarray(x)
         return torch.as_tensor(x)
     return torch.from_dlpack(x)  # cupy, zero-copy
 

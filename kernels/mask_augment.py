@@ -1,0 +1,76 @@
+"""Triton kernels for mask augmentation: square dilation and per-frame bounding boxes.
+
+Dilation by k with a (2k+1) x (2k+1) square is separable: a max over 2k+1 columns, then over 2k+1 rows. Pixels
+outside the frame count as background (cv2.dilate's default border). Each pass reads 2k+1 L1-cached neighbours per
+pixel and writes one byte.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+_BLOCK_GPU = 1024
+_BLOCK_INTERPRETER = 1 << 16
+
+
+def _block() -> int:
+    return _BLOCK_INTERPRETER if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") else _BLOCK_GPU
+
+
+@triton.jit
+def dilate_pass_kernel(src_ptr, dst_ptr, n_pixels, H, W, k, ALONG_ROWS: tl.constexpr, BLOCK: tl.constexpr):
+    """dst[t, r, c] = 1 if any src[t, r, c + d] (ALONG_ROWS: src[t, r + d, c]) is nonzero for |d| <= k, else 0.
+    src, dst: contiguous uint8 (T, H, W) flattened."""
+    idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    inside = idx < n_pixels
+    col = idx % W
+    row = (idx // W) % H
+    hit = tl.zeros((BLOCK,), dtype=tl.int32)
+    for d in range(-k, k + 1):
+        if ALONG_ROWS:
+            ok = inside & (row + d >= 0) & (row + d < H)
+            v = tl.load(src_ptr + idx + d * W, mask=ok, other=0)
+        else:
+            ok = inside & (col + d >= 0) & (col + d < W)
+            v = tl.load(src_ptr + idx + d, mask=ok, other=0)
+        hit = hit | (v != 0).to(tl.int32)
+    tl.store(dst_ptr + idx, hit.to(tl.uint8), mask=inside)
+
+
+def dilate(mask: torch.Tensor, k: int, out: torch.Tensor) -> torch.Tensor:
+    """mask: contiguous uint8 (T, H, W) (nonzero = foreground); out: contiguous uint8 (T, H, W) of 0/1."""
+    n = mask.numel()
+    if n == 0:
+        return out
+    H, W = int(mask.shape[1]), int(mask.shape[2])
+    block = _block()
+    grid = (triton.cdiv(n, block),)
+    tmp = torch.empty_like(out)
+    dilate_pass_kernel[grid](mask, tmp, n, H, W, int(k), ALONG_ROWS=False, BLOCK=block, num_warps=4)
+    dilate_pass_kernel[grid](tmp, out, n, H, W, int(k), ALONG_ROWS=True, BLOCK=block, num_warps=4)
+    return out
+
+
+def bounding_boxes(mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Per-frame filled bounding box of the foreground: mask uint8 (T, H, W) -> out uint8 (T, H, W) of 0/1.
+    Two reductions and one broadcast compare in torch on the mask's device (memory-bound; no custom kernel needed)."""
+    T, H, W = (int(d) for d in mask.shape)
+    if T * H * W == 0:
+        return out
+    fg = mask != 0
+    rows_hit, cols_hit = fg.any(dim=2), fg.any(dim=1)  # (T, H), (T, W)
+    r = torch.arange(H, device=mask.device)
+    c = torch.arange(W, device=mask.device)
+    big = max(H, W) + 1
+    r0 = torch.where(rows_hit, r, big).amin(dim=1)
+    r1 = torch.where(rows_hit, r, -1).amax(dim=1)
+    c0 = torch.where(cols_hit, c, big).amin(dim=1)
+    c1 = torch.where(cols_hit, c, -1).amax(dim=1)
+    in_rows = (r[None, :] >= r0[:, None]) & (r[None, :] <= r1[:, None])
+    in_cols = (c[None, :] >= c0[:, None]) & (c[None, :] <= c1[:, None])
+    out.copy_((in_rows[:, :, None] & in_cols[:, None, :]).to(torch.uint8))
+    return out
