@@ -122,6 +122,9 @@ def main(argv=None) -> int:
                           note="kornia.filters.canny, edges only, NOT OpenCV-compatible")
         except ImportError as exc:
             print(f"kornia not available: {exc}", file=sys.stderr)
+    if not on_gpu and bench.quick:
+        # Triton's CPU interpreter, for a correctness run of the script; must be set before triton is imported.
+        os.environ.setdefault("TRITON_INTERPRET", "1")
     if on_gpu or bench.quick:
         packed_t = torch.from_numpy(packed).to(device)
         fn = checked("ours", lambda: control_video(src_t, bg_t, packed_t, backend="triton"))

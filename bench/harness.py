@@ -133,7 +133,7 @@ def gpu_properties(device: str) -> dict:
 def _library_versions() -> dict:
     import importlib.metadata
 
-    names = ("numpy", "torch", "triton", "opencv-python-headless", "cupy-cuda13x", "nvidia-dali-cuda130")
+    names = ("numpy", "torch", "triton", "opencv-python-headless", "av", "cupy-cuda13x", "nvidia-dali-cuda130")
     versions = {}
     for name in names:
         try:

@@ -5,6 +5,7 @@ Layers (see docs/ARCHITECTURE.md):
   sparkle_fast.kernels   Triton kernels behind the ops
   sparkle_fast._C        CUDA C++ kernels behind the ops (built from csrc/ when nvcc is found)
   sparkle_fast.formats   the Sparkle dataset's file formats (bit-packed mask npz, ...)
+  sparkle_fast.video     probe, decode (DALI NVDEC on GPU, PyAV on CPU), 2-FPS sampling, Sparkle clips, encode
   sparkle_fast.engines   TensorRT engines
   sparkle_fast.driver    the `sparkle-fast` command
 """
