@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 from pybind11.setup_helpers import Pybind11Extension
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
@@ -129,19 +129,16 @@ extension = Pybind11Extension(
 
 setup(
     version=_read_version(),
-    packages=[
-        "sparkle_fast",
-        "sparkle_fast.ops",
-        "sparkle_fast.kernels",
-        "sparkle_fast.engines",
-        "sparkle_fast.driver",
-    ],
+    # sparkle_fast and every subpackage under it (ops, video, models, ...), plus the three mapped folders.
+    packages=["sparkle_fast", *(f"sparkle_fast.{p}" for p in find_packages("sparkle_fast")),
+              "sparkle_fast.kernels", "sparkle_fast.engines", "sparkle_fast.driver"],
     package_dir={
         "sparkle_fast": "sparkle_fast",
         "sparkle_fast.kernels": "kernels",
         "sparkle_fast.engines": "engines",
         "sparkle_fast.driver": "driver",
     },
+    package_data={"sparkle_fast": ["data/*.toml"]},
     ext_modules=[extension],
     cmdclass={"build_ext": BuildWithOptionalCuda},
 )

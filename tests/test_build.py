@@ -106,3 +106,25 @@ def test_public_ops_are_not_shadowed_by_submodules():
     for name in ops.__all__:
         assert name not in submodules, f"sparkle_fast/ops/{name}.py shadows the op ops.{name}"
         assert callable(getattr(ops, name)) or isinstance(getattr(ops, name), tuple), name
+
+
+def test_wheel_holds_every_package_and_data_file(tmp_path):
+    """A regular (non-editable) wheel: every subpackage of sparkle_fast, the mapped folders inside the namespace,
+    the package data, and no generic top-level names. Built without CUDA to keep it quick."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q", "-w", str(tmp_path),
+         str(ROOT)],
+        capture_output=True, text=True, env={**os.environ, "SPARKLE_FAST_CUDA": "0"}, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    import zipfile
+
+    (wheel,) = tmp_path.glob("sparkle_fast-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {f"sparkle_fast/{p.relative_to(ROOT / 'sparkle_fast').as_posix()}"
+                for p in (ROOT / "sparkle_fast").rglob("*") if p.suffix in (".py", ".toml")}
+    expected |= {f"sparkle_fast/{folder}/{p.name}" for folder in ("kernels", "engines", "driver")
+                 for p in (ROOT / folder).glob("*.py")}
+    assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
+    assert any(n.startswith("sparkle_fast/_C") and n.endswith(".so") for n in names)
+    assert not {n.split("/")[0] for n in names} & {"kernels", "engines", "driver", "bench", "tests"}

@@ -1,0 +1,661 @@
+"""VLM answers as JSON: tolerant parsing, Sparkle's box rule, and schema-constrained decoding.
+
+Two halves that protect each other:
+
+1. Parsing (`extract_json`, `parse_grounding`, ...) accepts what real VLMs write: JSON inside ```json fences, JSON
+   followed or preceded by prose, single quotes, trailing commas, Python literals, boxes outside the 0..1000 grid or
+   with reversed corners, items without a label, "bbox_2d": []. Anything it cannot read raises `AnswerError` with a
+   short reason; the adapters turn that into a failed `TaskResult`, never an exception out of a stage.
+2. Constrained decoding (`JsonSchema` + `JsonLogitsProcessor`) masks the logits so that a model can only write an
+   answer of the task's JSON shape. Even a random tiny model then answers `{"scene": "..."}` or a list of
+   `{"bbox_2d": [x1, y1, x2, y2], "label": "..."}`; real runs get the same protection.
+
+The constraint is a small character-level automaton compiled from a schema (objects with fixed key order, arrays
+with bounded length, strings with bounded length, integers in a range, fixed choices, alternatives). Each token's
+decoded text is run through the automaton; the set of allowed tokens depends only on the automaton state, so it is
+computed once per state and cached.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+GRID = 1000  # Qwen-VL's relative box grid: bbox_2d values are in 0..1000
+
+
+class AnswerError(ValueError):
+    """A VLM answer that cannot be read as the task's JSON; str(error) is the reason a stage records."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tolerant parsing
+# ----------------------------------------------------------------------------------------------------------------
+
+_FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)(?:```|$)", re.S)
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+
+
+def _balanced_span(text: str, start: int) -> int | None:
+    """Index one past the bracket that closes text[start] ('{' or '['), skipping brackets inside "..." or '...'
+    strings; None when the text ends first (a truncated answer)."""
+    depth, quote, escaped = 0, None, False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+            continue
+        if ch in "\"'":
+            # An apostrophe inside prose-like JSON ("man's hat") only opens a string right after a delimiter.
+            if ch == "'" and i > start and text[i - 1].isalnum():
+                continue
+            quote = ch
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return None
+
+
+def _loads_lenient(snippet: str) -> Any:
+    """json.loads, then the repairs VLM answers need: trailing commas, single quotes / Python literals."""
+    attempts = [snippet, _TRAILING_COMMA.sub(r"\1", snippet)]
+    for candidate in attempts:
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError:
+            pass
+    # Python-literal form: handles single quotes and trailing commas natively.
+    pythonish = re.sub(r"\btrue\b", "True", attempts[1])
+    pythonish = re.sub(r"\bfalse\b", "False", pythonish)
+    pythonish = re.sub(r"\bnull\b", "None", pythonish)
+    try:
+        return ast.literal_eval(pythonish)
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise AnswerError(f"unreadable JSON ({type(exc).__name__})") from exc
+
+
+def extract_json(answer: str, expect: type | tuple[type, ...] = (dict, list)) -> Any:
+    """The first JSON value of type `expect` (dict and/or list) in a VLM answer.
+
+    Looks inside ```json fences first, then in the whole answer; ignores prose before and after the value.
+    Raises AnswerError("no JSON ...", "truncated JSON ...", "unreadable JSON ...") when nothing usable is found.
+    """
+    if not isinstance(answer, str) or not answer.strip():
+        raise AnswerError("empty answer")
+    expect = expect if isinstance(expect, tuple) else (expect,)
+    openers = ("{" if dict in expect else "") + ("[" if list in expect else "")
+    regions = [m.group(1) for m in _FENCE.finditer(answer)] + [answer]
+    truncated, last_error = False, None
+    for region in regions:
+        for start, ch in enumerate(region):
+            if ch not in openers:
+                continue
+            end = _balanced_span(region, start)
+            if end is None:
+                # Everything after an unclosed bracket is inside it: a nested value is not the answer.
+                truncated = True
+                break
+            try:
+                value = _loads_lenient(region[start:end])
+            except AnswerError as exc:
+                last_error = exc
+                continue
+            if isinstance(value, expect):
+                return value
+    if last_error is not None:
+        raise last_error
+    if truncated:
+        raise AnswerError("truncated JSON (the answer ends inside an object or list)")
+    kinds = " or ".join("object" if t is dict else "list" for t in expect)
+    raise AnswerError(f"no JSON {kinds} in the answer")
+
+
+def clean_box(box: Any) -> list[int]:
+    """A bbox_2d in the 0..1000 grid with x1 <= x2 and y1 <= y2, or [] when the box is missing or unusable.
+
+    Accepts numbers or numeric strings; values outside the grid are clamped into it and reversed corners are
+    swapped (the same ordering rule Sparkle's normalize_bbox applies in pixels). A box of the wrong length, with
+    non-numbers, or with zero width or height after clamping is [] (the VLM "failed to localize").
+    """
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        return []
+    try:
+        values = [float(v) for v in box]
+    except (TypeError, ValueError):
+        return []
+    if not all(np.isfinite(values)):
+        return []
+    x1, y1, x2, y2 = (int(round(min(max(v, 0.0), GRID))) for v in values)
+    x1, x2 = min(x1, x2), max(x1, x2)
+    y1, y2 = min(y1, y2), max(y1, y2)
+    if x1 == x2 or y1 == y2:
+        return []
+    return [x1, y1, x2, y2]
+
+
+def normalize_bbox(bbox, video_width: int, video_height: int) -> tuple[int, int, int, int]:
+    """A Qwen-VL box on the 0..1000 grid -> pixel (x1, y1, x2, y2), with exactly the results of the rule in
+    Sparkle's release README: scale and truncate each coordinate (v / 1000 * size, in that order), clamp into
+    [0, W-1] x [0, H-1], and order the corners. Its quirk is kept on purpose: the right/bottom edge is ordered
+    against the left/top edge *after* that one was clamped, so a reversed box collapses to zero width."""
+    scaled = [int(v / 1000.0 * size) for v, size in zip(bbox, (video_width, video_height) * 2, strict=True)]
+
+    def clamp(value: int, size: int) -> int:
+        return max(0, min(value, size - 1))
+
+    left = clamp(min(scaled[0], scaled[2]), video_width)
+    top = clamp(min(scaled[1], scaled[3]), video_height)
+    right = clamp(max(left, scaled[2]), video_width)
+    bottom = clamp(max(top, scaled[3]), video_height)
+    return left, top, right, bottom
+
+
+_BOX_KEYS = ("bbox_2d", "bbox", "box", "bounding_box")
+_LIST_KEYS = ("objects", "foreground", "foreground_objects", "results", "detections")
+
+
+def _object_items(value: Any) -> list:
+    """The list of grounding items in a parsed answer: a list, or a dict that wraps one, or a single item."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        for key in _LIST_KEYS:
+            if isinstance(value.get(key), list):
+                return value[key]
+        if any(k in value for k in _BOX_KEYS):
+            return [value]
+    raise AnswerError("the answer is not a list of {bbox_2d, label} objects")
+
+
+def _item_box(item: dict) -> Any:
+    for key in _BOX_KEYS:
+        if key in item:
+            return item[key]
+    return None
+
+
+def _item_label(item: dict) -> str:
+    label = item.get("label", item.get("name", ""))
+    return " ".join(str(label).split()) if label is not None else ""
+
+
+def parse_grounding(answer: str) -> list[dict]:
+    """Round-1 grounding: the usable {"bbox_2d": [x1, y1, x2, y2], "label": str} objects of an answer, boxes cleaned
+    with `clean_box`. Items without a label or without a usable box are dropped; duplicates (same label and box)
+    are kept once. Raises AnswerError when nothing usable remains."""
+    items = _object_items(extract_json(answer))
+    objects, seen, dropped = [], set(), {"label": 0, "box": 0}
+    for item in items:
+        if not isinstance(item, dict):
+            dropped["box"] += 1
+            continue
+        label, box = _item_label(item), clean_box(_item_box(item))
+        if not label:
+            dropped["label"] += 1
+            continue
+        if not box:
+            dropped["box"] += 1
+            continue
+        key = (label, tuple(box))
+        if key not in seen:
+            seen.add(key)
+            objects.append({"bbox_2d": box, "label": label})
+    if not objects:
+        raise AnswerError(f"no usable foreground object ({len(items)} item(s): {dropped['label']} without a label, "
+                          f"{dropped['box']} without a usable box)")
+    return objects
+
+
+def parse_frame_grounding(answer: str, labels: list[str]) -> list[dict]:
+    """Round-2 grounding of one frame: exactly one {"bbox_2d", "label"} per expected label, in `labels` order.
+
+    A label the answer does not mention, or mentions with an unusable box, gets "bbox_2d": [] (Sparkle's marker for
+    "not localized"). Labels are matched case- and whitespace-insensitively; an unlabeled item fills the first
+    still-missing label at its position in the list (VLMs drop labels but keep order). Raises AnswerError only for
+    an unreadable answer.
+    """
+    items = _object_items(extract_json(answer))
+    key = {" ".join(lbl.lower().split()): i for i, lbl in enumerate(labels)}
+    boxes: list[list[int] | None] = [None] * len(labels)
+    unlabeled = []
+    for position, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        label = _item_label(item).lower()
+        box = clean_box(_item_box(item))
+        if label in key:
+            if boxes[key[label]] is None or not boxes[key[label]]:
+                boxes[key[label]] = box
+        elif not label:
+            unlabeled.append((position, box))
+    for position, box in unlabeled:
+        if position < len(labels) and boxes[position] is None:
+            boxes[position] = box
+    return [{"bbox_2d": box or [], "label": lbl} for lbl, box in zip(labels, boxes, strict=True)]
+
+
+def parse_text_field(answer: str, field: str, *, max_chars: int | None = None) -> str:
+    """A non-empty string field of a JSON object answer (e.g. "scene", "prompt", "caption"), whitespace-collapsed.
+
+    Falls back to the whole answer when it holds no JSON object but is plain prose (real VLMs sometimes drop the
+    wrapper); raises AnswerError when the field is missing or empty.
+    """
+    try:
+        value = extract_json(answer, dict)
+    except AnswerError:
+        prose = " ".join(answer.replace("```", " ").split()) if isinstance(answer, str) else ""
+        if prose and "{" not in prose and "[" not in prose:
+            value = {field: prose}
+        else:
+            raise
+    text = value.get(field)
+    if not isinstance(text, str) or not text.strip():
+        raise AnswerError(f"the answer has no non-empty \"{field}\" text")
+    text = " ".join(text.split())
+    return text[:max_chars] if max_chars else text
+
+
+_YES = {"yes", "true", "moving", "y"}
+_NO = {"no", "false", "static", "n"}
+
+
+def parse_verdict(answer: str, field: str) -> tuple[str, bool]:
+    """A reasoning-first yes/no answer: (reasoning, verdict). The verdict field may be "yes"/"no", true/false."""
+    value = extract_json(answer, dict)
+    raw = value.get(field)
+    word = str(raw).strip().lower() if raw is not None else ""
+    if word not in _YES | _NO:
+        raise AnswerError(f"the answer's \"{field}\" is {raw!r}, not yes or no")
+    reasoning = value.get("reasoning", "")
+    return (" ".join(str(reasoning).split()), word in _YES)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Schemas
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Text:
+    """A JSON string of min_chars..max_chars characters (no escapes, no control characters)."""
+
+    max_chars: int
+    min_chars: int = 0
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A JSON string that is one of `options` (written in double quotes)."""
+
+    options: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Integer:
+    """A non-negative JSON integer in low..high (no sign, no leading zeros)."""
+
+    low: int
+    high: int
+
+
+@dataclass(frozen=True)
+class Array:
+    """A JSON array of min_items..max_items values of `item`, or of the fixed per-position `items` when given."""
+
+    item: Any = None
+    min_items: int = 0
+    max_items: int = 0
+    items: tuple = ()
+
+
+@dataclass(frozen=True)
+class Object:
+    """A JSON object with exactly these keys in this order."""
+
+    fields: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """One of several schemas."""
+
+    options: tuple
+
+
+JsonSchema = Text | Choice | Integer | Array | Object | AnyOf
+
+# Whitespace a model may put around structural characters ("{ \"a\" : 1 }"); bounded so that a random model cannot
+# spend its whole budget on spaces and so the automaton stays finite.
+MAX_WS = 2
+_WS_CHARS = " \n"
+
+# Schema helpers the adapters share.
+BOX = AnyOf((Array(item=Integer(0, GRID), min_items=4, max_items=4), Array(item=Integer(0, GRID), max_items=0)))
+
+
+def grounding_schema(max_objects: int, max_label_chars: int) -> Array:
+    """[{"bbox_2d": [x1, y1, x2, y2], "label": "..."}, ...] with 1..max_objects items (round 1)."""
+    item = Object((("bbox_2d", Array(item=Integer(0, GRID), min_items=4, max_items=4)),
+                   ("label", Text(max_label_chars, min_chars=1))))
+    return Array(item=item, min_items=1, max_items=max_objects)
+
+
+def frame_grounding_schema(labels: list[str]) -> Array:
+    """One {"bbox_2d": [4 ints] or [], "label": <that label, fixed>} per expected label, in order (round 2)."""
+    items = tuple(Object((("bbox_2d", BOX), ("label", Choice((label,))))) for label in labels)
+    return Array(items=items)
+
+
+def schema_max_chars(schema: Any) -> int:
+    """An upper bound on the characters of any answer of `schema` (so max_new_tokens can cover it: a token is at
+    least one character)."""
+    ws = 2 * MAX_WS
+    if isinstance(schema, Text):
+        return schema.max_chars + 2
+    if isinstance(schema, Choice):
+        return max(len(json.dumps(o)) for o in schema.options)
+    if isinstance(schema, Integer):
+        return len(str(schema.high))
+    if isinstance(schema, Array):
+        parts = list(schema.items) or [schema.item] * schema.max_items
+        return 2 + ws + sum(schema_max_chars(p) + 1 + ws for p in parts)
+    if isinstance(schema, Object):
+        return 2 + ws + sum(len(json.dumps(k)) + 2 + 2 * ws + schema_max_chars(v) for k, v in schema.fields)
+    if isinstance(schema, AnyOf):
+        return max(schema_max_chars(o) for o in schema.options)
+    raise TypeError(f"not a schema: {schema!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Character automaton
+# ----------------------------------------------------------------------------------------------------------------
+# Nodes (index -> tuple):
+#   ("lit", text, next)        exact characters
+#   ("ws", next)               0..MAX_WS whitespace characters, then next
+#   ("str", lo, hi, next)      string body after the opening quote; '"' closes it (lo <= length <= hi)
+#   ("int", lo, hi, next)      digits of an integer in lo..hi; ends at the first character `next` accepts
+#   ("split", (a, b, ...))     any of several nodes
+#   ("end",)                   accepting
+# A position is (node, aux): aux = characters consumed in a lit / ws / str node, digits so far in an int node.
+
+_PLAIN_EXCLUDED = set('"\\\ufffd') | {chr(c) for c in range(32)} | {"\x7f"}
+
+
+class SchemaAutomaton:
+    """The characters of every JSON answer of one schema, as a non-deterministic automaton over characters."""
+
+    def __init__(self, schema: Any):
+        self.nodes: list[tuple] = []
+        end = self._add(("end",))
+        self.start = self._compile(schema, end)
+
+    def _add(self, node: tuple) -> int:
+        self.nodes.append(node)
+        return len(self.nodes) - 1
+
+    def _lit(self, text: str, nxt: int) -> int:
+        return self._add(("lit", text, nxt))
+
+    def _ws(self, nxt: int) -> int:
+        return self._add(("ws", nxt))
+
+    def _compile(self, schema: Any, nxt: int) -> int:
+        """Nodes for `schema` followed by node `nxt`; returns the entry node."""
+        if isinstance(schema, Text):
+            return self._lit('"', self._add(("str", schema.min_chars, schema.max_chars, nxt)))
+        if isinstance(schema, Choice):
+            return self._add(("split", tuple(self._lit(json.dumps(o), nxt) for o in schema.options)))
+        if isinstance(schema, Integer):
+            return self._add(("int", schema.low, schema.high, nxt))
+        if isinstance(schema, AnyOf):
+            return self._add(("split", tuple(self._compile(o, nxt) for o in schema.options)))
+        if isinstance(schema, Object):
+            node = self._ws(self._lit("}", nxt))
+            for index in range(len(schema.fields) - 1, -1, -1):
+                key, value = schema.fields[index]
+                node = self._ws(self._compile(value, node if index == len(schema.fields) - 1
+                                              else self._ws(self._lit(",", node))))
+                node = self._lit(json.dumps(key), self._ws(self._lit(":", node)))
+                node = self._ws(node)
+            return self._lit("{", node)
+        if isinstance(schema, Array):
+            close = self._ws(self._lit("]", nxt))
+            parts = list(schema.items) if schema.items else [schema.item] * schema.max_items
+            minimum = len(parts) if schema.items else schema.min_items
+            if not parts:
+                return self._lit("[", close)
+            # Back to front: entry[k] starts item k and everything after it. After item k comes ", item k+1", or
+            # also the closing bracket once k+1 items satisfy the minimum.
+            entry = self._compile(parts[-1], close)
+            for k in range(len(parts) - 2, -1, -1):
+                separator = self._ws(self._lit(",", self._ws(entry)))
+                after = separator if k + 1 < minimum else self._add(("split", (separator, close)))
+                entry = self._compile(parts[k], after)
+            first = self._ws(entry) if minimum > 0 else self._add(("split", (self._ws(entry), close)))
+            return self._lit("[", first)
+        raise TypeError(f"not a schema: {schema!r}")
+
+    # -- simulation -------------------------------------------------------------------------------------------
+    def closure(self, positions) -> frozenset:
+        """Positions reachable without consuming a character (through split / ws-skip / finished lit)."""
+        out, stack = set(), list(positions)
+        while stack:
+            node, aux = stack.pop()
+            kind = self.nodes[node]
+            if kind[0] == "split":
+                stack.extend((n, 0) for n in kind[1])
+            elif kind[0] == "lit" and aux == len(kind[1]):
+                stack.append((kind[2], 0))
+            elif kind[0] == "ws":
+                out.add((node, aux))
+                stack.append((kind[1], 0))
+            elif (node, aux) not in out:
+                out.add((node, aux))
+        return frozenset(out)
+
+    def initial(self) -> frozenset:
+        return self.closure([(self.start, 0)])
+
+    def step(self, state: frozenset, ch: str) -> frozenset:
+        nxt = []
+        for node, aux in state:
+            kind = self.nodes[node]
+            tag = kind[0]
+            if tag == "lit":
+                if kind[1][aux] == ch:
+                    nxt.append((node, aux + 1))
+            elif tag == "ws":
+                if ch in _WS_CHARS and aux < MAX_WS:
+                    nxt.append((node, aux + 1))
+            elif tag == "str":
+                _, lo, hi, after = kind
+                if ch == '"':
+                    if aux >= lo:
+                        nxt.append((after, 0))
+                elif ch not in _PLAIN_EXCLUDED and aux < hi:
+                    nxt.append((node, aux + 1))
+            elif tag == "int":
+                _, lo, hi, after = kind
+                digits = aux or ""
+                if ch.isascii() and ch.isdigit():
+                    grown = digits + ch
+                    if not (digits == "0") and int(grown) <= hi:
+                        nxt.append((node, grown))
+                elif digits and int(digits) >= lo:
+                    nxt.extend(self.step(self.closure([(after, 0)]), ch))
+        return self.closure(nxt)
+
+    def accepts(self, state: frozenset) -> bool:
+        for node, aux in state:
+            tag = self.nodes[node][0]
+            if tag == "end":
+                return True
+            if tag == "int" and aux and int(aux) >= self.nodes[node][1]:
+                if self.accepts(self.closure([(self.nodes[node][3], 0)])):
+                    return True
+        return False
+
+    def run(self, text: str, state: frozenset | None = None) -> frozenset:
+        state = self.initial() if state is None else state
+        for ch in text:
+            if not state:
+                break
+            state = self.step(state, ch)
+        return state
+
+    def matches(self, text: str) -> bool:
+        """Whether `text` is a complete answer of the schema."""
+        return self.accepts(self.run(text))
+
+    def canonical(self, state: frozenset, longest_token: int) -> frozenset:
+        """A key under which states allow the same tokens: string lengths only matter up to the bounds a token of
+        at most `longest_token` characters can reach."""
+        out = []
+        for node, aux in state:
+            kind = self.nodes[node]
+            if kind[0] == "str":
+                lo, hi = kind[1], kind[2]
+                aux = ("s", min(aux, lo), min(hi - aux, longest_token + 1))
+            out.append((node, aux))
+        return frozenset(out)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Token-level constraint
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class TokenTable:
+    """The decoded text of every token of a tokenizer, with the arrays the string fast path needs.
+
+    Tokens whose text is empty, contains U+FFFD (a partial UTF-8 sequence) or is a special token are never allowed
+    inside an answer; the end-of-sequence ids are allowed exactly when the answer is complete.
+    """
+
+    def __init__(self, tokenizer, vocab_size: int, eos_token_ids: list[int]):
+        special = set(getattr(tokenizer, "all_special_ids", []) or [])
+        n = len(tokenizer)
+        texts = []
+        for token_id in range(n):
+            text = "" if token_id in special else tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
+            texts.append(text if "\ufffd" not in text else "")
+        self.texts = texts
+        self.vocab_size = max(vocab_size, n)
+        self.eos_token_ids = sorted({int(t) for t in eos_token_ids if t is not None and 0 <= int(t) < self.vocab_size})
+        self.lengths = np.array([len(t) for t in texts], dtype=np.int64)
+        plain = np.zeros(n, dtype=np.int64)
+        for i, text in enumerate(texts):
+            k = 0
+            while k < len(text) and text[k] not in _PLAIN_EXCLUDED:
+                k += 1
+            plain[i] = k
+        self.plain_prefix = plain
+        self.longest = int(self.lengths.max()) if n else 0
+        self.fully_plain = (plain == self.lengths) & (self.lengths > 0)
+        # Tokens with a closing quote right after a plain prefix: the only ones that can end a string.
+        self.quote_after_plain = np.array([plain[i] < len(t) and t[plain[i]] == '"' for i, t in enumerate(texts)])
+        self.by_first_char: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            if text:
+                self.by_first_char.setdefault(text[0], []).append(i)
+
+
+class JsonConstraint:
+    """Allowed-token masks for one schema over one tokenizer, cached by automaton state."""
+
+    def __init__(self, schema: Any, table: TokenTable):
+        self.automaton = SchemaAutomaton(schema)
+        self.table = table
+        self._masks: dict[frozenset, torch.Tensor] = {}
+
+    def mask(self, state: frozenset) -> torch.Tensor:
+        """bool (vocab_size,): tokens that keep the answer a prefix of the schema (EOS when it is complete)."""
+        key = self.automaton.canonical(state, self.table.longest)
+        cached = self._masks.get(key)
+        if cached is None:
+            cached = torch.from_numpy(self._compute(state))
+            self._masks[key] = cached
+        return cached
+
+    def _compute(self, state: frozenset) -> np.ndarray:
+        table, auto = self.table, self.automaton
+        allowed = np.zeros(table.vocab_size, dtype=bool)
+        if auto.accepts(state):
+            allowed[table.eos_token_ids] = True
+        if not state:
+            return allowed
+        nodes = [auto.nodes[n] for n, _ in state]
+        if len(state) == 1 and nodes[0][0] == "str":
+            # Inside a string almost every token fits: decide plain tokens with arrays, simulate only the few that
+            # contain a closing quote.
+            (_, length), (_, _lo, hi, _after) = next(iter(state)), nodes[0]
+            room = hi - length
+            n = len(table.texts)
+            allowed[:n] |= table.fully_plain & (table.lengths <= room)
+            for token_id in np.flatnonzero(table.quote_after_plain & (table.plain_prefix <= room)):
+                if auto.run(table.texts[token_id], state):
+                    allowed[token_id] = True
+            return allowed
+        for first, ids in table.by_first_char.items():
+            after_first = auto.step(state, first)
+            if not after_first:
+                continue
+            for token_id in ids:
+                if auto.run(table.texts[token_id][1:], after_first):
+                    allowed[token_id] = True
+        return allowed
+
+
+class JsonLogitsProcessor:
+    """A transformers logits processor: each row of a batch may only continue its answer inside `constraint`'s
+    schema, and may only stop (EOS) when the answer is complete.
+
+    Works with left-padded batches: the prompt length is the input length at the first call; every later call
+    advances each row's automaton by the token generated since. A row that already emitted EOS is left alone.
+    """
+
+    def __init__(self, constraint: JsonConstraint, batch_size: int):
+        self.constraint = constraint
+        self.states = [constraint.automaton.initial() for _ in range(batch_size)]
+        self.done = [False] * batch_size
+        self.prompt_length: int | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        table = self.constraint.table
+        if self.prompt_length is None:
+            self.prompt_length = input_ids.shape[1]
+        elif input_ids.shape[1] > self.prompt_length:
+            last = input_ids[:, -1].tolist()
+            for row, token_id in enumerate(last):
+                if self.done[row]:
+                    continue
+                if token_id in table.eos_token_ids:
+                    self.done[row] = True
+                    continue
+                text = table.texts[token_id] if token_id < len(table.texts) else ""
+                self.states[row] = self.constraint.automaton.run(text, self.states[row]) if text else frozenset()
+        masked = scores.clone()
+        for row in range(scores.shape[0]):
+            if self.done[row]:
+                continue
+            allowed = self.constraint.mask(self.states[row])[: scores.shape[1]].to(scores.device)
+            if not bool(allowed.any()):
+                # A dead end (cannot happen for a well-formed schema): let the row stop rather than emit garbage.
+                allowed = torch.zeros_like(allowed)
+                allowed[table.eos_token_ids] = True
+            masked[row] = scores[row].masked_fill(~allowed, float("-inf"))
+        return masked

@@ -1,0 +1,167 @@
+"""The model folder layout: one place that knows what each model slot needs on disk and checks it before any work.
+
+`--models DIR` holds one sub-folder per slot:
+
+  DIR/qwen3_vl/            Qwen3-VL (e.g. Qwen3-VL-32B-Instruct): config.json with model_type "qwen3_vl",
+                           tokenizer files, processor config, *.safetensors weights
+  DIR/flux2_klein/         FLUX.2-klein (e.g. FLUX.2-klein-9B), a diffusers folder: model_index.json naming
+                           Flux2KleinPipeline, and transformer/, vae/, text_encoder/, tokenizer/, scheduler/
+  DIR/editscore/backbone/  the EditScore VLM backbone: Qwen2.5-VL (model_type "qwen2_5_vl") or Qwen3-VL
+  DIR/editscore/lora/      optional EditScore LoRA (peft): adapter_config.json + adapter weights
+
+`check_models_dir` reports every problem at once (slot, path, what is missing) as a ModelFolderError, so a run fails
+before its first sample instead of after an hour of stage 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ModelFolderError(FileNotFoundError):
+    """A model folder that is missing, incomplete or holds another model. `problems` lists one line per issue,
+    each naming the slot and the path."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("model folder check failed:\n  " + "\n  ".join(self.problems))
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _has_any(folder: Path, names: Iterable[str]) -> bool:
+    return any((folder / n).is_file() for n in names)
+
+
+def _has_weights(folder: Path, extra_patterns: Iterable[str] = ()) -> bool:
+    patterns = ("*.safetensors", "*.safetensors.index.json", "*.bin", *extra_patterns)
+    return any(any(folder.glob(p)) for p in patterns)
+
+
+def _check_transformers_vlm(slot: str, folder: Path, model_types: tuple[str, ...]) -> list[str]:
+    """A transformers VLM folder: config.json of an accepted model_type, tokenizer, processor config, weights."""
+    problems = []
+    config_path = folder / "config.json"
+    config = _read_json(config_path)
+    if config is None:
+        problems.append(f"[{slot}] {config_path}: missing or not a JSON object (config.json of the model)")
+    elif config.get("model_type") not in model_types:
+        problems.append(f"[{slot}] {config_path}: model_type is {config.get('model_type')!r}, expected "
+                        f"{' or '.join(repr(t) for t in model_types)} (wrong model in this folder?)")
+    if not _has_any(folder, ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
+        problems.append(f"[{slot}] {folder}: no tokenizer (tokenizer.json or tokenizer_config.json)")
+    if not _has_any(folder, ("preprocessor_config.json", "processor_config.json")):
+        problems.append(f"[{slot}] {folder}: no processor config (preprocessor_config.json or processor_config.json)")
+    if not _has_weights(folder):
+        problems.append(f"[{slot}] {folder}: no weights (*.safetensors or *.safetensors.index.json)")
+    return problems
+
+
+def _check_qwen3_vl(slot: str, folder: Path) -> list[str]:
+    return _check_transformers_vlm(slot, folder, ("qwen3_vl",))
+
+
+_FLUX_COMPONENTS = {
+    "transformer": ("config.json",),
+    "vae": ("config.json",),
+    "text_encoder": ("config.json",),
+    "tokenizer": ("tokenizer_config.json", "tokenizer.json"),
+    "scheduler": ("scheduler_config.json",),
+}
+
+
+def _check_flux2_klein(slot: str, folder: Path) -> list[str]:
+    problems = []
+    index_path = folder / "model_index.json"
+    index = _read_json(index_path)
+    if index is None:
+        problems.append(f"[{slot}] {index_path}: missing or not a JSON object (a diffusers pipeline folder)")
+    elif index.get("_class_name") != "Flux2KleinPipeline":
+        problems.append(f"[{slot}] {index_path}: _class_name is {index.get('_class_name')!r}, expected "
+                        f"'Flux2KleinPipeline' (wrong model in this folder?)")
+    for component, files in _FLUX_COMPONENTS.items():
+        sub = folder / component
+        if not sub.is_dir():
+            problems.append(f"[{slot}] {sub}: missing component folder")
+        elif not _has_any(sub, files):
+            problems.append(f"[{slot}] {sub}: missing {' or '.join(files)}")
+        elif component in ("transformer", "vae", "text_encoder") and not _has_weights(sub):
+            problems.append(f"[{slot}] {sub}: no weights (*.safetensors)")
+    return problems
+
+
+def _check_editscore(slot: str, folder: Path) -> list[str]:
+    problems = _check_transformers_vlm(slot, folder / "backbone", ("qwen2_5_vl", "qwen3_vl"))
+    lora = folder / "lora"
+    if lora.exists():
+        if not (lora / "adapter_config.json").is_file():
+            problems.append(f"[{slot}] {lora}: missing adapter_config.json (a peft LoRA folder)")
+        if not _has_any(lora, ("adapter_model.safetensors", "adapter_model.bin")):
+            problems.append(f"[{slot}] {lora}: missing adapter_model.safetensors")
+    return problems
+
+
+@dataclass(frozen=True)
+class ModelSlot:
+    """One model the pipeline loads: its name, its sub-folder of --models DIR and the check of that folder."""
+
+    name: str
+    subdir: str
+    description: str
+    check: Callable[[str, Path], list[str]]
+
+    def problems(self, folder: str | os.PathLike) -> list[str]:
+        folder = Path(folder)
+        if not folder.is_dir():
+            return [f"[{self.name}] {folder}: missing folder ({self.description})"]
+        return self.check(self.name, folder)
+
+
+SLOTS: dict[str, ModelSlot] = {
+    "vlm": ModelSlot("vlm", "qwen3_vl", "Qwen3-VL, e.g. Qwen3-VL-32B-Instruct", _check_qwen3_vl),
+    "editor": ModelSlot("editor", "flux2_klein", "FLUX.2-klein diffusers folder, e.g. FLUX.2-klein-9B",
+                        _check_flux2_klein),
+    "scorer": ModelSlot("scorer", "editscore", "EditScore: backbone/ (Qwen2.5-VL or Qwen3-VL) + optional lora/",
+                        _check_editscore),
+}
+
+
+def check_model_folder(slot: str, folder: str | os.PathLike) -> Path:
+    """Check one slot's folder (the folder itself, not --models DIR); raise ModelFolderError naming what is
+    missing. Returns the folder as a Path."""
+    if slot not in SLOTS:
+        raise KeyError(f"unknown model slot {slot!r}; slots are {sorted(SLOTS)}")
+    problems = SLOTS[slot].problems(folder)
+    if problems:
+        raise ModelFolderError(problems)
+    return Path(folder)
+
+
+def check_models_dir(root: str | os.PathLike, slots: Iterable[str] | None = None) -> dict[str, Path]:
+    """Check every needed slot under --models DIR at once; {slot: folder} or ModelFolderError listing all problems."""
+    root = Path(root)
+    names = list(SLOTS) if slots is None else list(slots)
+    unknown = [n for n in names if n not in SLOTS]
+    if unknown:
+        raise KeyError(f"unknown model slot(s) {unknown}; slots are {sorted(SLOTS)}")
+    if not root.is_dir():
+        raise ModelFolderError([f"[models] {root}: missing folder (expected one sub-folder per slot: "
+                                + ", ".join(f"{SLOTS[n].subdir}/" for n in names) + ")"])
+    problems, folders = [], {}
+    for name in names:
+        folder = root / SLOTS[name].subdir
+        problems += SLOTS[name].problems(folder)
+        folders[name] = folder
+    if problems:
+        raise ModelFolderError(problems)
+    return folders
