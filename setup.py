@@ -118,6 +118,18 @@ class BuildWithOptionalCuda(build_ext):
         return str(obj)
 
 
+# Top-level folders installed inside the sparkle_fast namespace (their names are too generic for the top level).
+MAPPED_FOLDERS = ("kernels", "engines", "driver")
+
+
+def _packages() -> list[str]:
+    """sparkle_fast with all its subpackages, and each mapped folder with its own subpackages."""
+    packages = ["sparkle_fast", *(f"sparkle_fast.{p}" for p in find_packages("sparkle_fast"))]
+    for folder in MAPPED_FOLDERS:
+        packages += [f"sparkle_fast.{folder}", *(f"sparkle_fast.{folder}.{p}" for p in find_packages(folder))]
+    return packages
+
+
 extension = Pybind11Extension(
     "sparkle_fast._C",
     sources=sorted(str(p.relative_to(ROOT)) for p in (ROOT / CSRC).glob("*.cpp"))
@@ -129,15 +141,8 @@ extension = Pybind11Extension(
 
 setup(
     version=_read_version(),
-    # sparkle_fast and every subpackage under it (ops, video, models, ...), plus the three mapped folders.
-    packages=["sparkle_fast", *(f"sparkle_fast.{p}" for p in find_packages("sparkle_fast")),
-              "sparkle_fast.kernels", "sparkle_fast.engines", "sparkle_fast.driver"],
-    package_dir={
-        "sparkle_fast": "sparkle_fast",
-        "sparkle_fast.kernels": "kernels",
-        "sparkle_fast.engines": "engines",
-        "sparkle_fast.driver": "driver",
-    },
+    packages=_packages(),
+    package_dir={"sparkle_fast": "sparkle_fast", **{f"sparkle_fast.{folder}": folder for folder in MAPPED_FOLDERS}},
     package_data={"sparkle_fast": ["data/*.toml"]},
     ext_modules=[extension],
     cmdclass={"build_ext": BuildWithOptionalCuda},

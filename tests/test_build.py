@@ -123,8 +123,8 @@ def test_wheel_holds_every_package_and_data_file(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"sparkle_fast/{p.relative_to(ROOT / 'sparkle_fast').as_posix()}"
                 for p in (ROOT / "sparkle_fast").rglob("*") if p.suffix in (".py", ".toml")}
-    expected |= {f"sparkle_fast/{folder}/{p.name}" for folder in ("kernels", "engines", "driver")
-                 for p in (ROOT / folder).glob("*.py")}
+    expected |= {f"sparkle_fast/{folder}/{p.relative_to(ROOT / folder).as_posix()}"
+                 for folder in ("kernels", "engines", "driver") for p in (ROOT / folder).rglob("*.py")}
     assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
     assert any(n.startswith("sparkle_fast/_C") and n.endswith(".so") for n in names)
     assert not {n.split("/")[0] for n in names} & {"kernels", "engines", "driver", "bench", "tests"}
