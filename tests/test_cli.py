@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sparkle_fast.driver.cli import main
-
 import sparkle_fast
 from sparkle_fast import formats
+from sparkle_fast.driver.cli import main
 
 
 def test_console_script_version_and_help():

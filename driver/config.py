@@ -1,0 +1,152 @@
+"""The run's configuration: every threshold and size, Sparkle's values by default, from a TOML file and CLI overrides.
+
+    [clip]        fps = 16, max_frames = 81 (trimmed down to 4k+1), width = 1280, height = 720
+    [bait]        anchor_fps = 2.0, min_votes = 0 (0: strict majority of the passes)
+    [canny]       low = 100, high = 200, mask_dilate = 0
+    [thresholds]  edit_frame0 = 8.0, foreground_removal = 8.5, edited_video = 8.0 (mean EditScore overall),
+                  camera_max_displacement_px (stage 1's coarse filter; set by the camera calibration)
+    [run]         chunk_size, max_attempts, seed, themes
+
+An unknown section or key, or a value of the wrong type, is an error naming the file and the key: a typo must not
+silently leave a default in force. The resolved config is saved with the run and compared with the previous run's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ClipConfig:
+    fps: int = 16
+    max_frames: int = 81
+    width: int = 1280
+    height: int = 720
+
+
+@dataclass
+class BaitConfig:
+    anchor_fps: float = 2.0
+    min_votes: int = 0  # 0: more than half of the passes
+
+
+@dataclass
+class CannyConfig:
+    low: int = 100
+    high: int = 200
+    mask_dilate: int = 0
+
+
+@dataclass
+class ThresholdConfig:
+    edit_frame0: float = 8.0  # stage 2: EditScore overall of the edited first frame
+    foreground_removal: float = 8.5  # stage 3: EditScore overall of the foreground-removed frame
+    edited_video: float = 8.0  # stage 5: mean overall over 4 frames
+    camera_max_displacement_px: float = 8.0  # stage 1: max corner displacement of a static camera over the clip
+
+
+@dataclass
+class RunConfig:
+    chunk_size: int = 8  # samples per chunk: each stage's models are loaded once per chunk
+    max_attempts: int = 2  # a failed stage is retried on later runs until it has failed this often
+    seed: int = 0
+    themes: list[str] = field(default_factory=lambda: ["location", "season", "time", "style"])
+
+
+@dataclass
+class PipelineConfig:
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    bait: BaitConfig = field(default_factory=BaitConfig)
+    canny: CannyConfig = field(default_factory=CannyConfig)
+    thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A short hash of the resolved values."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be applied; the message names the source and the key."""
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """value checked against the type of the default (ints are accepted where floats are expected)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(value, bool) and isinstance(default, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float))
+        value = float(value) if ok else value
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}")
+    return value
+
+
+def apply_values(config: PipelineConfig, values: dict, source: str) -> PipelineConfig:
+    """Apply {section: {key: value}} to config (in place) and return it."""
+    for section_name, section_values in values.items():
+        section = getattr(config, section_name, None)
+        if section is None or not dataclasses.is_dataclass(section):
+            known = ", ".join(f.name for f in dataclasses.fields(config))
+            raise ConfigError(f"{source}: unknown section [{section_name}] (known: {known})")
+        if not isinstance(section_values, dict):
+            raise ConfigError(f"{source}: [{section_name}] must be a table of keys")
+        for key, value in section_values.items():
+            if not hasattr(section, key):
+                known = ", ".join(f.name for f in dataclasses.fields(section))
+                raise ConfigError(f"{source}: unknown key {section_name}.{key} (known: {known})")
+            setattr(section, key, _coerce(value, getattr(section, key), f"{source}: {section_name}.{key}"))
+    return config
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Sparkle's defaults, then the TOML file at `path` (if any), then overrides {"section.key": value}."""
+    config = PipelineConfig()
+    if path is not None:
+        path = Path(path)
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: config file not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+        apply_values(config, values, str(path))
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ConfigError(f"override {dotted!r}: expected section.key")
+        apply_values(config, {section: {key: value}}, "command line")
+    check_config(config)
+    return config
+
+
+def check_config(config: PipelineConfig) -> None:
+    """Values that are well-typed but meaningless."""
+    problems = []
+    if config.clip.max_frames < 1 or (config.clip.max_frames - 1) % 4:
+        problems.append(f"clip.max_frames must be 4k+1 (e.g. 81), got {config.clip.max_frames}")
+    if config.clip.fps <= 0 or config.clip.width <= 0 or config.clip.height <= 0:
+        problems.append("clip.fps, clip.width and clip.height must be positive")
+    if config.bait.anchor_fps <= 0 or config.bait.min_votes < 0:
+        problems.append("bait.anchor_fps must be positive and bait.min_votes >= 0")
+    if config.run.chunk_size < 1 or config.run.max_attempts < 1:
+        problems.append("run.chunk_size and run.max_attempts must be >= 1")
+    unknown = [t for t in config.run.themes if t not in ("location", "season", "time", "style", "openve3m")]
+    if unknown:
+        problems.append(f"run.themes has unknown themes {unknown}")
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))

@@ -1,0 +1,83 @@
+"""Runners: who runs which stage on which samples, recording every outcome in the manifest.
+
+LocalRunner works through the samples in chunks; for each chunk it runs stage 1 on every sample still pending, then
+loads stage 2's models and runs them on the survivors, and so on, releasing each stage's models before the next
+stage's load, so one GPU holds one stage's models at a time. A Ray runner (an actor pool per stage) implements the
+same run() over the same stages and manifest.
+
+An exception inside a stage (out-of-memory included) fails that sample with the error as its reason; the run goes on.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from sparkle_fast.layout import SparkleLayout
+from sparkle_fast.stages.base import Sample, Stage, StageContext, StageOutcome
+
+from .manifest import Manifest
+
+
+class Runner(Protocol):
+    def run(self, stages: Sequence[Stage], manifest: Manifest, layout: SparkleLayout, config: Any,
+            models_source: Any) -> None: ...
+
+
+def _release_gpu_memory() -> None:
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class LocalRunner:
+    """Chunked, stage-by-stage execution in this process (one GPU)."""
+
+    def __init__(self, chunk_size: int, max_attempts: int, progress: Callable[[str, int, int], None] | None = None):
+        self.chunk_size = chunk_size
+        self.max_attempts = max_attempts
+        self.progress = progress or (lambda stage, done, total: None)
+
+    def run(self, stages: Sequence[Stage], manifest: Manifest, layout: SparkleLayout, config: Any,
+            models_source: Any) -> None:
+        samples = {row.id: Sample(row.id, row.theme, row.src_video, row.prompt) for row in manifest.samples()}
+        order = sorted(samples)
+        for start in range(0, len(order), self.chunk_size):
+            chunk = set(order[start:start + self.chunk_size])
+            for stage in stages:
+                todo = [sid for sid in manifest.pending(stage.number, self.max_attempts) if sid in chunk]
+                if todo:
+                    self._run_stage(stage, [samples[sid] for sid in todo], manifest, layout, config, models_source)
+
+    def _run_stage(self, stage: Stage, todo: list[Sample], manifest: Manifest, layout: SparkleLayout, config: Any,
+                   models_source: Any) -> None:
+        started = time.perf_counter()
+        models = stage.load_models(models_source)
+        load_seconds = time.perf_counter() - started
+        try:
+            for done, sample in enumerate(todo, start=1):
+                previous = {n: (r.record if (r := manifest.result(sample.id, n)) else None)
+                            for n in range(1, stage.number)}
+                context = StageContext(layout, config, models, previous)
+                t0 = time.perf_counter()
+                try:
+                    outcome = stage.run(sample, context)
+                except Exception as exc:  # one bad sample never stops the run
+                    outcome = StageOutcome.failed(f"{type(exc).__name__}: {exc}")
+                    traceback.print_exc()  # the full trace for the log; the manifest keeps the message
+                    _release_gpu_memory()  # after an out-of-memory error, give the cache back before going on
+                seconds = time.perf_counter() - t0
+                timing = dict(outcome.timing)
+                if done == 1:
+                    timing["model_load"] = load_seconds
+                manifest.finish(sample.id, stage.number, outcome.status, score=outcome.score, reason=outcome.reason,
+                                record=outcome.record, seconds=seconds, timing=timing)
+                self.progress(stage.name, done, len(todo))
+        finally:
+            stage.release_models(models)
+            _release_gpu_memory()
