@@ -236,3 +236,56 @@ def test_sigkill_then_rerun_equals_a_clean_run(tmp_path, kill_at):
     assert outcome(tmp_path / "killed") == outcome(tmp_path / "clean")
     assert len(outcome(tmp_path / "clean")) == 12
     assert not [p for p in os.listdir(tmp_path / "killed") if p.endswith(".tmp")]
+
+
+# --- inputs ---------------------------------------------------------------------------------------------------------
+
+
+def test_folder_inputs_are_deduplicated_and_numbered(tmp_path):
+    from sparkle_fast.driver.inputs import read_inputs
+
+    folder = tmp_path / "videos"
+    (folder / "sub").mkdir(parents=True)
+    for name, content in (("a.mp4", b"A"), ("b.mov", b"B"), ("sub/c.mkv", b"C"), ("copy_of_a.mp4", b"A"),
+                          ("notes.txt", b"x")):
+        (folder / name).write_bytes(content)
+    first = read_inputs(folder, ["location", "style"], seed=3)
+    assert len(first.samples) == 3 and any("same content" in p for p in first.problems)
+    assert {s.theme for s in first.samples} <= {"location", "style"}
+    for theme in ("location", "style"):
+        ids = [s.id for s in first.samples if s.theme == theme]
+        assert ids == [layout.sample_id(theme, i) for i in range(len(ids))]
+    again = read_inputs(folder, ["location", "style"], seed=3)
+    assert again.samples == first.samples  # deterministic
+    with pytest.raises(ValueError, match="no video files"):
+        read_inputs(_empty(tmp_path), ["location"])
+
+
+def _empty(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    return empty
+
+
+def test_csv_inputs_report_bad_rows_and_keep_going(tmp_path):
+    from sparkle_fast.driver.inputs import read_inputs
+
+    (tmp_path / "v1.mp4").write_bytes(b"1")
+    (tmp_path / "v2.mp4").write_bytes(b"2")
+    (tmp_path / "v3.mp4").write_bytes(b"3")
+    (tmp_path / "in.csv").write_text(
+        "src_video,prompt,theme\n"
+        "v1.mp4,,location\n"
+        ",a prompt,style\n"
+        "v2.mp4,,openve3m\n"
+        "v2.mp4,Make it rain,openve3m\n"
+        "v3.mp4,,beach\n"
+        "missing.mp4,,style\n")
+    inputs = read_inputs(tmp_path / "in.csv", ["location", "style", "openve3m"])
+    assert [(s.id, s.prompt) for s in inputs.samples] == [("Sparkle_location_000000", None),
+                                                          ("Sparkle_openve3m_000000", "Make it rain")]
+    assert [p.split(": ", 1)[0].rsplit(":", 1)[-1] for p in inputs.problems[:3]] == ["3", "4", "6"]
+    assert any("missing.mp4" in p for p in inputs.problems)
+    (tmp_path / "bad.csv").write_text("video\nv1.mp4\n")
+    with pytest.raises(ValueError, match="no src_video column"):
+        read_inputs(tmp_path / "bad.csv", ["location"])
