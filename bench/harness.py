@@ -12,7 +12,8 @@ bytes_moved / peak memory bandwidth (the device's published peak on GPU, a measu
 host), so every row says how far it is from what the memory allows.
 
 Results are JSON: {"benchmark", "environment" (device, driver, library versions, sparkle_fast build), "rows": [...]},
-written to bench/results/<benchmark>-<device slug>.json. Timings never go into tests.
+written to bench/results/<benchmark>-<device slug>.json (--quick runs: out/bench-quick/, never committed).
+Timings never go into tests.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+QUICK_RESULTS_DIR = Path(__file__).resolve().parents[1] / "out" / "bench-quick"  # ignored by git
 
 # Published peak memory bandwidth (GB/s) for the GPUs we target, used when the driver's clock/bus query fails.
 PUBLISHED_PEAK_GBPS = {"H100 80GB HBM3": 3350.0, "H100 PCIe": 2000.0, "H200": 4800.0, "A100-SXM4-80GB": 2039.0}
@@ -177,7 +179,9 @@ class Bench:
     def __init__(self, name: str, device: str, warmup: int, repeat: int, out: Path | None, quick: bool):
         self.name, self.device, self.warmup, self.repeat, self.quick = name, device, warmup, repeat, quick
         self.env = environment(device)
-        self.out = out or RESULTS_DIR / f"{name}-{slug(self.env['device_name'])[:60]}.json"
+        # Quick runs only check that a script works: they never overwrite the committed results.
+        default_dir = QUICK_RESULTS_DIR if quick else RESULTS_DIR
+        self.out = out or default_dir / f"{name}-{slug(self.env['device_name'])[:60]}.json"
         self.rows: list[dict] = []
 
     @classmethod

@@ -10,10 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "ransac_host.h"
 #include "vote_pack_host.h"
 
 #ifdef SPARKLE_FAST_WITH_CUDA
 #include "device_info.h"
+#include "ransac.h"
 #include "vote_pack.h"
 #endif
 
@@ -74,6 +76,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("vote_packed_host", &sparkle_fast::vote_packed_host, py::call_guard<py::gil_scoped_release>(),
         py::arg("passes"), py::arg("n_passes"), py::arg("n_pixels"), py::arg("min_votes"), py::arg("out"),
         py::arg("pack_out"), "Host twin of vote_packed: host addresses of packed passes and of the output.");
+  m.def("ransac_score_host", &sparkle_fast::ransac_score_host, py::call_guard<py::gil_scoped_release>(),
+        py::arg("src"), py::arg("dst"), py::arg("n_valid"), py::arg("n_pairs"), py::arg("n_points"),
+        py::arg("n_hyp"), py::arg("seed"), py::arg("thr2"), py::arg("scores"), py::arg("models"),
+        "Host twin of ransac_score: host addresses of float32 src/dst [n_pairs][n_points][2], int32 n_valid, "
+        "int32 scores [n_pairs][n_hyp] and float64 models [n_pairs][n_hyp][9].");
 
 #ifdef SPARKLE_FAST_WITH_CUDA
   using namespace sparkle_fast;
@@ -104,5 +111,9 @@ PYBIND11_MODULE(_C, m) {
         py::arg("n_passes"), py::arg("n_pixels"), py::arg("min_votes"), py::arg("out"), py::arg("pack_out"),
         py::arg("stream"),
         "Vote over packed passes [n_passes][ceil(n_pixels/8)] (device pointer); out as for vote_u8.");
+  m.def("ransac_score", &ransac_score_cuda, py::call_guard<py::gil_scoped_release>(), py::arg("src"),
+        py::arg("dst"), py::arg("n_valid"), py::arg("n_pairs"), py::arg("n_points"), py::arg("n_hyp"),
+        py::arg("seed"), py::arg("thr2"), py::arg("scores"), py::arg("models"), py::arg("stream"),
+        "Score n_hyp RANSAC homography hypotheses for every pair in one launch (device pointers; see ransac.h).");
 #endif
 }

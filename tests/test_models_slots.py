@@ -19,7 +19,7 @@ def models_dir(tmp_path_factory):
 
 def test_tiny_layout_passes_the_check(models_dir):
     folders = slots.check_models_dir(models_dir)
-    assert set(folders) == {"vlm", "editor", "scorer"}
+    assert set(folders) == set(slots.PIPELINE_SLOTS) == {"vlm", "editor", "scorer", "sam3", "i2v", "control"}
     assert folders["editor"] == models_dir / "flux2_klein"
 
 

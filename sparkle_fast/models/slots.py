@@ -8,6 +8,16 @@
                            Flux2KleinPipeline, and transformer/, vae/, text_encoder/, tokenizer/, scheduler/
   DIR/editscore/backbone/  the EditScore VLM backbone: Qwen2.5-VL (model_type "qwen2_5_vl") or Qwen3-VL
   DIR/editscore/lora/      optional EditScore LoRA (peft): adapter_config.json + adapter weights
+  DIR/sam3/                SAM3 in transformers' format (e.g. facebook/sam3): config.json with model_type
+                           "sam3_video" or "sam3_tracker_video", processor config, *.safetensors weights
+
+  DIR/wan22_i2v/           Wan2.2-I2V-A14B diffusers folder (WanImageToVideoPipeline): model_index.json,
+                           transformer/ (high-noise expert), transformer_2/ (low-noise expert), vae/, text_encoder/,
+                           tokenizer/, scheduler/; optional lightx2v/{high,low}_noise_model.safetensors (4-step LoRAs)
+  DIR/wan22_fun_control/   Wan2.2-Fun-A14B-Control converted by models/convert_videox_fun.py: fun_control.json,
+                           transformer/ (high noise), transformer_2/ (low noise), vae/, text_encoder/, tokenizer/;
+                           optional lightx2v/ LoRAs as above
+  DIR/wan22_vace/          optional alternative control backend: a diffusers WanVACEPipeline folder
 
 `check_models_dir` reports every problem at once (slot, path, what is missing) as a ModelFolderError, so a run fails
 before its first sample instead of after an hour of stage 1.
@@ -111,6 +121,76 @@ def _check_editscore(slot: str, folder: Path) -> list[str]:
     return problems
 
 
+def _check_sam3(slot: str, folder: Path) -> list[str]:
+    """A transformers SAM3 folder Sam3TrackerVideoModel loads: the full SAM3 video checkpoint (its tracker_config is
+    used) or a tracker-only one; no tokenizer needed (tracking is prompted with boxes)."""
+    problems = []
+    config_path = folder / "config.json"
+    config = _read_json(config_path)
+    accepted = ("sam3_video", "sam3_tracker_video")
+    if config is None:
+        problems.append(f"[{slot}] {config_path}: missing or not a JSON object (config.json of the model)")
+    elif config.get("model_type") not in accepted:
+        problems.append(f"[{slot}] {config_path}: model_type is {config.get('model_type')!r}, expected "
+                        f"{' or '.join(repr(t) for t in accepted)} (wrong model in this folder?)")
+    if not _has_any(folder, ("preprocessor_config.json", "processor_config.json")):
+        problems.append(f"[{slot}] {folder}: no processor config (preprocessor_config.json or processor_config.json)")
+    if not _has_weights(folder):
+        problems.append(f"[{slot}] {folder}: no weights (*.safetensors or *.safetensors.index.json)")
+    return problems
+
+
+# --- Wan2.2 video generation (models/i2v.py, models/control.py) ---
+
+_WAN_COMPONENTS = {
+    "transformer": ("config.json",),
+    "transformer_2": ("config.json",),
+    "vae": ("config.json",),
+    "text_encoder": ("config.json",),
+    "tokenizer": ("tokenizer_config.json", "tokenizer.json", "spiece.model"),
+}
+
+
+def check_wan_folder(slot: str, folder: Path, class_name: str | None, marker: str = "model_index.json") -> list[str]:
+    """A two-expert Wan folder: `marker` JSON (model_index.json naming `class_name`, or our fun_control.json), both
+    experts, VAE, text encoder and tokenizer with weights; optional lightx2v/ holding both LoRA files."""
+    problems = []
+    marker_path = folder / marker
+    index = _read_json(marker_path)
+    if index is None:
+        problems.append(f"[{slot}] {marker_path}: missing or not a JSON object")
+    elif class_name is not None and index.get("_class_name") != class_name:
+        problems.append(f"[{slot}] {marker_path}: _class_name is {index.get('_class_name')!r}, expected "
+                        f"{class_name!r} (wrong model in this folder?)")
+    for component, files in _WAN_COMPONENTS.items():
+        sub = folder / component
+        if not sub.is_dir():
+            problems.append(f"[{slot}] {sub}: missing component folder"
+                            + (" (the low-noise expert of Wan2.2 A14B)" if component == "transformer_2" else ""))
+        elif not _has_any(sub, files):
+            problems.append(f"[{slot}] {sub}: missing {' or '.join(files)}")
+        elif component != "tokenizer" and not _has_weights(sub):
+            problems.append(f"[{slot}] {sub}: no weights (*.safetensors)")
+    lora = folder / "lightx2v"
+    if lora.exists():
+        for name in ("high_noise_model.safetensors", "low_noise_model.safetensors"):
+            if not (lora / name).is_file():
+                problems.append(f"[{slot}] {lora / name}: missing (LightX2V needs one LoRA per expert)")
+    return problems
+
+
+def _check_wan22_i2v(slot: str, folder: Path) -> list[str]:
+    return check_wan_folder(slot, folder, "WanImageToVideoPipeline")
+
+
+def _check_wan22_fun_control(slot: str, folder: Path) -> list[str]:
+    return check_wan_folder(slot, folder, None, marker="fun_control.json")
+
+
+def _check_wan22_vace(slot: str, folder: Path) -> list[str]:
+    return check_wan_folder(slot, folder, "WanVACEPipeline")
+
+
 @dataclass(frozen=True)
 class ModelSlot:
     """One model the pipeline loads: its name, its sub-folder of --models DIR and the check of that folder."""
@@ -133,7 +213,19 @@ SLOTS: dict[str, ModelSlot] = {
                         _check_flux2_klein),
     "scorer": ModelSlot("scorer", "editscore", "EditScore: backbone/ (Qwen2.5-VL or Qwen3-VL) + optional lora/",
                         _check_editscore),
+    "sam3": ModelSlot("sam3", "sam3", "SAM3 (transformers format, e.g. facebook/sam3) for BAIT tracking",
+                      _check_sam3),
+    "i2v": ModelSlot("i2v", "wan22_i2v", "Wan2.2-I2V-A14B diffusers folder (both experts) + optional lightx2v/ LoRAs",
+                     _check_wan22_i2v),
+    "control": ModelSlot("control", "wan22_fun_control", "Wan2.2-Fun-A14B-Control converted with "
+                         "sparkle_fast.models.convert_videox_fun", _check_wan22_fun_control),
+    "vace": ModelSlot("vace", "wan22_vace", "Wan2.2 VACE diffusers folder (WanVACEPipeline), alternative control "
+                      "backend", _check_wan22_vace),
 }
+
+
+# What a full pipeline run needs; "vace" is an alternative control backend, checked only when chosen.
+PIPELINE_SLOTS = ("vlm", "editor", "scorer", "sam3", "i2v", "control")
 
 
 def check_model_folder(slot: str, folder: str | os.PathLike) -> Path:
@@ -148,9 +240,10 @@ def check_model_folder(slot: str, folder: str | os.PathLike) -> Path:
 
 
 def check_models_dir(root: str | os.PathLike, slots: Iterable[str] | None = None) -> dict[str, Path]:
-    """Check every needed slot under --models DIR at once; {slot: folder} or ModelFolderError listing all problems."""
+    """Check the needed slots (default: PIPELINE_SLOTS) under --models DIR at once; {slot: folder} or a
+    ModelFolderError listing every problem."""
     root = Path(root)
-    names = list(SLOTS) if slots is None else list(slots)
+    names = list(PIPELINE_SLOTS) if slots is None else list(slots)
     unknown = [n for n in names if n not in SLOTS]
     if unknown:
         raise KeyError(f"unknown model slot(s) {unknown}; slots are {sorted(SLOTS)}")

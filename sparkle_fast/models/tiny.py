@@ -1,12 +1,15 @@
 """Tiny random-initialised models of the real classes, for tests and the demo (no hub, no weights, CPU-fast).
 
 Each builder returns objects of exactly the classes the real adapters load (Qwen3VLForConditionalGeneration +
-Qwen3VLProcessor, Flux2KleinPipeline with its Qwen3 text encoder), configured a few hundred kilobytes small.
+Qwen3VLProcessor, Flux2KleinPipeline with its Qwen3 text encoder, Sam3TrackerVideoModel +
+Sam3TrackerVideoProcessor), configured a few hundred kilobytes to a few megabytes small.
 `save_tiny_models(root)` writes them in the `--models DIR` layout of `slots.py`, so the real from_pretrained loading
 code runs on them too. Their outputs are noise: only the shapes and the call paths mean anything.
 
 Config constraints (learned the hard way, see shared/FACTS.md): Qwen3-VL's mrope_section must sum to head_dim/2;
-FLUX.2-klein's text_encoder_out_layers must name layers the tiny text encoder has (we pass (1,)).
+FLUX.2-klein's text_encoder_out_layers must name layers the tiny text encoder has (we pass (1,)); SAM3's tracker needs
+memory_encoder_output_channels 64, a tracker hidden size that is a multiple of 64 and > 64, and an image size that is a
+multiple of the patch size.
 """
 
 from __future__ import annotations
@@ -137,8 +140,45 @@ def tiny_flux2_klein(seed: int = 0):
                               tokenizer=tokenizer, transformer=transformer.eval(), is_distilled=True)
 
 
-def save_tiny_models(root: str | os.PathLike, *, with_lora: bool = True, seed: int = 0) -> Path:
-    """Write tiny models in the `--models DIR` layout (see slots.py) with save_pretrained; returns root.
+def tiny_sam3_tracker(seed: int = 0, image_size: int = 112):
+    """(Sam3TrackerVideoModel, Sam3TrackerVideoProcessor): a 2-layer ViT (hidden 32, patch 14) and a 128-wide tracker
+    with one memory-attention layer, ~1.7M parameters; frames are resized to image_size x image_size (a multiple of
+    14). Same classes and call paths as facebook/sam3's tracker."""
+    from transformers import (
+        Sam2VideoVideoProcessor,
+        Sam3ImageProcessor,
+        Sam3TrackerVideoConfig,
+        Sam3TrackerVideoModel,
+        Sam3TrackerVideoProcessor,
+    )
+
+    if image_size % 14:
+        raise ValueError(f"tiny SAM3: image_size must be a multiple of the patch size 14, got {image_size}")
+    config = Sam3TrackerVideoConfig(
+        vision_config=dict(model_type="sam3_vision_model",
+                           backbone_config=dict(model_type="sam3_vit_model", hidden_size=32, intermediate_size=64,
+                                                num_hidden_layers=2, num_attention_heads=2, image_size=image_size,
+                                                patch_size=14, window_size=4, global_attn_indexes=[1],
+                                                pretrain_image_size=56),
+                           fpn_hidden_size=128),
+        prompt_encoder_config=dict(hidden_size=128, image_size=image_size, patch_size=14),
+        mask_decoder_config=dict(hidden_size=128, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=64),
+        memory_attention_hidden_size=128, memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=128,
+        memory_encoder_hidden_size=128, memory_encoder_output_channels=64, mask_downsampler_embed_dim=128,
+        memory_fuser_embed_dim=128, memory_fuser_intermediate_dim=64, image_size=image_size)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Sam3TrackerVideoModel(config).eval()
+    size = {"height": image_size, "width": image_size}
+    processor = Sam3TrackerVideoProcessor(
+        image_processor=Sam3ImageProcessor(size=size, image_mean=[0.5] * 3, image_std=[0.5] * 3),
+        video_processor=Sam2VideoVideoProcessor(size=size, image_mean=[0.5] * 3, image_std=[0.5] * 3))
+    return model, processor
+
+
+def save_tiny_models(root: str | os.PathLike, *, with_lora: bool = True, seed: int = 0,
+                     with_video_models: bool = True) -> Path:
+    """Write tiny models of every pipeline slot in the `--models DIR` layout (see slots.py); returns root.
 
     The EditScore slot gets a tiny Qwen3-VL backbone and, when with_lora, a peft LoRA on its attention projections
     (zero-initialised B, so merging it is a no-op on the outputs but runs the real loading path).
@@ -160,4 +200,112 @@ def save_tiny_models(root: str | os.PathLike, *, with_lora: bool = True, seed: i
 
         lora = get_peft_model(backbone, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
         lora.save_pretrained(scorer_dir / "lora")
+
+    tracker, tracker_processor = tiny_sam3_tracker(seed)
+    tracker.save_pretrained(root / SLOTS["sam3"].subdir)
+    tracker_processor.save_pretrained(root / SLOTS["sam3"].subdir)
+    if with_video_models:
+        save_tiny_video_models(root, seed=seed)
+    return root
+
+
+# --- Wan2.2 video generation (models/i2v.py, models/control.py) ---
+
+_WAN_WORDS = ("a the dog cat runs in park camera pans left slowly beach waves street trees wind sunset city "
+              "background moves negative blurry static")
+
+
+def tiny_wan_tokenizer():
+    """A word-level tokenizer standing in for UMT5's (pad 0, eos 1, unk 2), offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for word in _WAN_WORDS.split():
+        vocab.setdefault(word, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def tiny_wan_transformer(in_channels: int = 36, seed: int = 0):
+    """WanTransformer3DModel with 2 layers, 2 heads of 12, text_dim 32: ~40k params. in_channels 36 = I2V
+    (16 noise + 4 mask + 16 image latents), 52 = Fun-Control (16 noise + 16 control + 4 mask + 16 image)."""
+    from diffusers import WanTransformer3DModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                     in_channels=in_channels, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
+                                     num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                     rope_max_seq_len=32).eval()
+
+
+def tiny_wan_parts(seed: int = 0):
+    """(tokenizer, UMT5EncoderModel d_model 32, AutoencoderKLWan z_dim 16 with 4x temporal / 8x spatial
+    compression like the real VAE) shared by the tiny Wan pipelines."""
+    from diffusers import AutoencoderKLWan
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=37, num_layers=2,
+                                                   num_heads=4, relative_attention_num_buckets=8)).eval()
+        vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                               temperal_downsample=[False, True, True]).eval()
+    return tiny_wan_tokenizer(), text_encoder, vae
+
+
+def tiny_wan_i2v(seed: int = 0):
+    """WanImageToVideoPipeline with two tiny experts (different seeds, so their outputs differ) and boundary 0.9."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
+
+    tokenizer, text_encoder, vae = tiny_wan_parts(seed)
+    return WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
+                                   scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+                                   transformer=tiny_wan_transformer(36, seed + 1),
+                                   transformer_2=tiny_wan_transformer(36, seed + 2),
+                                   image_encoder=None, image_processor=None, boundary_ratio=0.9)
+
+
+def tiny_wan_fun_control(seed: int = 0):
+    """Our WanFunControlPipeline (models/control.py) with two tiny 52-channel experts."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from sparkle_fast.models.control import WanFunControlPipeline
+
+    tokenizer, text_encoder, vae = tiny_wan_parts(seed)
+    return WanFunControlPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
+                                 scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+                                 transformer=tiny_wan_transformer(52, seed + 1),
+                                 transformer_2=tiny_wan_transformer(52, seed + 2), boundary_ratio=0.9)
+
+
+def tiny_wan_vace(seed: int = 0):
+    """WanVACEPipeline with two tiny VACE experts (VACE layers 0 and 1) and boundary 0.9."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanVACEPipeline, WanVACETransformer3DModel
+
+    tokenizer, text_encoder, vae = tiny_wan_parts(seed)
+
+    def expert(s):
+        with torch.random.fork_rng():
+            torch.manual_seed(s)
+            return WanVACETransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                             in_channels=16, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
+                                             num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                             rope_max_seq_len=32, vace_layers=[0, 1], vace_in_channels=96).eval()
+
+    return WanVACEPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
+                           scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), transformer=expert(seed + 1),
+                           transformer_2=expert(seed + 2), boundary_ratio=0.9)
+
+
+def save_tiny_video_models(root: str | os.PathLike, *, seed: int = 0) -> Path:
+    """Write the tiny Wan I2V and Fun-Control models in the `--models DIR` layout (slots i2v, control); returns root.
+    The Fun-Control folder is written by our own save code (fun_control.json marker), as the converter does."""
+    from sparkle_fast.models.control import save_fun_control
+
+    root = Path(root)
+    tiny_wan_i2v(seed).save_pretrained(root / SLOTS["i2v"].subdir)
+    save_fun_control(tiny_wan_fun_control(seed), root / SLOTS["control"].subdir)
     return root

@@ -129,7 +129,7 @@ def decode_pyav(path: str | os.PathLike, info: VideoInfo, wanted: np.ndarray, th
     if len(wanted) == 0:
         return torch.from_numpy(out)
     with translate_av_errors(path, "open"):
-        container = av.open(os.fspath(path), mode="r")
+        container = av.open(os.fspath(path), mode="r", metadata_errors="replace")
     position, frame_index = 0, -1
     with container, translate_av_errors(path, "decoding"):
         stream = container.streams.video[0]

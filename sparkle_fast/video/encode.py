@@ -132,7 +132,7 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     if not Path(path).exists():
         raise VideoNotFoundError(path, "no such file")
     with translate_av_errors(path, "open"):
-        container = av.open(os.fspath(path), mode="r")
+        container = av.open(os.fspath(path), mode="r", metadata_errors="replace")
     with container, translate_av_errors(path, "decoding"):
         if not container.streams.video:
             raise NotAVideoError(path, "not an image: no picture stream")

@@ -97,6 +97,8 @@ def translate_av_errors(path: str | os.PathLike, stage: str) -> Iterator[None]:
         if stage == "open":
             raise NotAVideoError(path, f"not a video file FFmpeg recognises ({_ffmpeg_message(exc)})") from exc
         raise CorruptVideoError(path, f"truncated or corrupt stream while {stage}: {_ffmpeg_message(exc)}") from exc
+    except UnicodeDecodeError as exc:  # text inside the file (tags, codec names) that is not valid UTF-8
+        raise CorruptVideoError(path, f"corrupt text in the container while {stage}: {exc}") from exc
     except (av.error.FFmpegError, OSError) as exc:
         if stage == "open":
             raise NotAVideoError(path, f"cannot open as a video: {_ffmpeg_message(exc)}") from exc

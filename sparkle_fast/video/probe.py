@@ -108,7 +108,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     if not Path(path).exists():  # FFmpeg's own message for this is fine, but be explicit and skip the open
         raise VideoNotFoundError(path, "no such file")
     with translate_av_errors(path, "open"):
-        container = av.open(path, mode="r")
+        # Tags that are not valid UTF-8 (damaged files) must not hide a readable video stream.
+        container = av.open(path, mode="r", metadata_errors="replace")
     with container:
         fmt = container.format.name
         if fmt in _NOT_VIDEO_FORMATS or fmt.endswith("_pipe"):

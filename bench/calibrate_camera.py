@@ -1,0 +1,74 @@
+"""Calibrate camera.analyze's thresholds on synthetic clips of known motion; prints a markdown table.
+
+Every clip: 11 frames (10 pairs, as 81 frames at 2 FPS), 288x384, a scikit-image photograph seen by a camera moving
+as `motion` at `speed` px per sampled frame, with or without a textured subject moving coherently, noise, flicker.
+For each case we record the measured largest clip displacement and largest pair displacement (px), with the
+thresholds disabled, so the table shows where static clips end and moving ones begin. docs/CAMERA_CALIBRATION.md
+explains how the defaults were chosen from it.
+
+    python bench/calibrate_camera.py            # the full table (a minute on 2 CPU cores)
+    python bench/calibrate_camera.py --quick    # a few cases
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import replace
+
+from sparkle_fast import camera
+from sparkle_fast.camera_synthetic import make_clip
+
+
+def cases(quick: bool):
+    out = []
+    photos = ("astronaut", "coffee") if not quick else ("astronaut",)
+    for photo in photos:
+        for subject in (0.0, 0.2, 0.4):
+            for noise, flicker in ((0.0, 0.0), (3.0, 0.0), (0.0, 0.2)):
+                out.append(dict(motion="static", speed=0.0, photo=photo, subject_fraction=subject, noise=noise,
+                                flicker=flicker))
+        for motion in ("pan", "zoom", "rotate", "shake", "drift", "combo"):
+            for speed in ((0.1, 0.25, 0.5, 1.0, 5.0) if not quick else (0.25,)):
+                for subject in ((0.0, 0.4) if not quick else (0.0,)):
+                    out.append(dict(motion=motion, speed=speed, photo=photo, subject_fraction=subject, noise=2.0,
+                                    flicker=0.0))
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    specs = cases(args.quick)
+    clips = [make_clip(n_frames=11 if not args.quick else 4, size=(288, 384), subject_speed=3.0, seed=i, **spec)
+             for i, spec in enumerate(specs)]
+    loose = replace(camera.CameraThresholds(), threshold_px=math.inf, pair_threshold_px=math.inf)
+    results = camera.analyze_many([c.frames for c in clips], loose)
+    print("| motion | px/frame | photo | subject | noise | flicker | clip disp px | max pair disp px | inliers | "
+          "default verdict |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    defaults = camera.CameraThresholds()
+    worst_static, best_moving = 0.0, math.inf
+    for spec, r in zip(specs, results, strict=True):
+        pair = max(r.pair_displacement_px) if r.pair_displacement_px else math.nan
+        verdict = (r.reason or "?") if r.static is None else (
+            "static" if r.max_displacement_px <= defaults.threshold_px and pair <= defaults.pair_threshold_px
+            else "moving")
+        if r.reason is None:
+            expected_static = spec["motion"] == "static"
+            # a move counts as camera motion we must reject when it adds up to >= 2.5 px over the clip
+            if expected_static:
+                worst_static = max(worst_static, r.max_displacement_px)
+            elif spec["speed"] >= 0.25:
+                best_moving = min(best_moving, max(r.max_displacement_px, pair))
+        print(f"| {spec['motion']} | {spec['speed']} | {spec['photo']} | {spec['subject_fraction']} | {spec['noise']} "
+              f"| {spec['flicker']} | {r.max_displacement_px:.3f} | {pair:.3f} | {r.inlier_ratio:.2f} | {verdict} |")
+    print(f"\nlargest displacement of a static clip: {worst_static:.3f} px; smallest (clip or pair) of a clip moving "
+          f">= 0.25 px/frame: {best_moving:.3f} px")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""camera.analyze on synthetic clips of known motion (real photographs warped by known homographies), the
+decision rule's hard cases, and the camera-motion CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sparkle_fast import camera
+from sparkle_fast.camera_synthetic import corner_error, make_clip
+from sparkle_fast.driver.cli import main
+
+SIZE = (288, 384)
+
+CASES = {  # name: (make_clip kwargs, expected static)
+    "static": (dict(motion="static"), True),
+    "static-noise": (dict(motion="static", noise=3.0), True),
+    "static-flicker": (dict(motion="static", flicker=0.2), True),
+    "static-subject20": (dict(motion="static", subject_fraction=0.2, subject_speed=4.0), True),
+    "pan-0.5": (dict(motion="pan", speed=0.5), False),
+    "drift-0.25": (dict(motion="drift", speed=0.6, n_frames=8), False),
+    "shake-1.5": (dict(motion="shake", speed=1.5), False),
+    "zoom-1": (dict(motion="zoom", speed=1.0, noise=2.0), False),
+    "rotate-1": (dict(motion="rotate", speed=1.0), False),
+    "combo-5": (dict(motion="combo", speed=5.0), False),
+    "pan-subject40": (dict(motion="pan", speed=3.0, subject_fraction=0.4, subject_speed=-3.0), False),
+}
+
+
+@pytest.fixture(scope="module")
+def results():
+    clips = {name: make_clip(size=SIZE, seed=i, **kw) for i, (name, (kw, _)) in enumerate(CASES.items())}
+    out = camera.analyze_many([c.frames for c in clips.values()])  # one batch: every pair in one launch
+    return clips, dict(zip(clips, out, strict=True))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_static_or_moving_decided_right(results, name):
+    clips, res = results
+    r = res[name]
+    assert r.reason is None, r.reason
+    assert r.static is CASES[name][1], (name, r.max_displacement_px, r.pair_displacement_px)
+    assert r.pairs == len(clips[name].frames) - 1 and r.tracked_points >= 16
+
+
+@pytest.mark.parametrize("name", ["static", "static-noise", "pan-0.5", "shake-1.5", "zoom-1", "rotate-1", "combo-5"])
+def test_recovered_homographies_within_half_a_pixel(results, name):
+    clips, res = results
+    clip, r = clips[name], res[name]
+    total = np.eye(3)
+    for k, h in enumerate(r.homographies):
+        total = h @ total
+        assert corner_error(total, clip.homographies[k + 1], SIZE) <= 0.5
+
+
+def test_h264_compressed_clip(tmp_path):
+    from sparkle_fast.video import write_video
+
+    moving = make_clip("pan", speed=1.0, size=(144, 192), n_frames=5, seed=1)
+    still = make_clip("static", size=(144, 192), n_frames=5, seed=2)
+    paths = [write_video(tmp_path / "moving.mp4", moving.frames, fps=2, crf=28),
+             write_video(tmp_path / "still.mp4", still.frames, fps=2, crf=28)]
+    r_moving, r_still = camera.analyze_many(paths, fps=2)
+    assert r_still.static is True and r_still.max_displacement_px < 0.5
+    assert r_moving.static is False and abs(r_moving.max_displacement_px - 4.0) < 1.0
+
+
+def test_scene_cut_short_and_textureless_clips():
+    cut = make_clip("static", size=(144, 192), n_frames=4, cut_at=2)
+    flat = np.full((3, 144, 192, 3), 90, np.uint8)
+    r_cut, r_one, r_flat = camera.analyze_many([cut.frames, cut.frames[:1], flat])
+    assert r_cut.static is False and "scene cut" in r_cut.reason and "1 and 2" in r_cut.reason
+    assert r_one.static is None and "too short" in r_one.reason
+    assert r_flat.static is None and "textureless" in r_flat.reason
+
+
+def test_corner_displacement_of_known_homographies():
+    shift = np.array([[1, 0, 3.0], [0, 1, -4.0], [0, 0, 1]])
+    assert camera.corner_displacement(shift, (10, 10)) == pytest.approx(5.0)
+    assert camera.corner_displacement(np.eye(3), (10, 10)) == 0.0
+
+
+def test_cli_json_lines_and_unreadable_video(tmp_path, capsys):
+    from sparkle_fast.video import write_video
+
+    good = write_video(tmp_path / "still.mp4", make_clip("static", size=(144, 192), n_frames=3).frames, fps=2)
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video")
+    assert main(["camera-motion", str(good), str(bad), "--json", "--threshold-px", "3"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [d["video"] for d in lines] == [str(good), str(bad)]
+    assert lines[0]["static"] is True and lines[0]["error"] is None and lines[0]["pairs"] == 2
+    assert lines[1]["static"] is None and lines[1]["error"] and "broken.mp4" in lines[1]["error"]
+    assert {"max_displacement_px", "inlier_ratio"} <= set(lines[0])
+    with pytest.raises(SystemExit) as exc:
+        main(["camera-motion"])
+    assert exc.value.code == 2
