@@ -38,7 +38,7 @@ test-gpu: $(STAMP)
 gpu-check:
 	python3 -m pip install -q --no-deps --no-build-isolation -e .
 	python3 -m pytest -q -m gpu
-	python3 bench/vote_pack.py
+	for script in vote_pack canny_compose camera_motion decode bait; do python3 bench/$$script.py || exit 1; done
 
 demo: $(STAMP)
 	$(VENV)/bin/sparkle-fast vote-demo --out out/vote-demo

@@ -15,11 +15,7 @@
 #include <stdexcept>
 #include <string>
 
-#if defined(__CUDACC__)
-#define SF_HD __host__ __device__ __forceinline__
-#else
-#define SF_HD inline
-#endif
+#include "host_device.h"
 
 namespace sparkle_fast {
 namespace vote_core {
