@@ -83,3 +83,19 @@ def test_tiny_backbone_whole_path(scorer, images):
     for record in frames.value:
         assert record["O_score"] == pytest.approx(math.sqrt(record["SC_score"] * record["PQ_score"]))
         assert record["SC_raw_output"].lstrip().startswith("{")
+
+
+def test_edited_video_record_is_sparkles(scorer, monkeypatch):
+    from sparkle_fast.layout_check import RECORD_SCHEMAS, schema_problems
+    from sparkle_fast.models.scorer import score_edited_video
+
+    _scripted(scorer, monkeypatch, lambda n, p: '{"reasoning": "r", "score": [25, 20]}')
+    rng = np.random.RandomState(1)
+    source = (rng.rand(81, 16, 16, 3) * 255).astype(np.uint8)
+    edited = (rng.rand(81, 16, 16, 3) * 255).astype(np.uint8)
+    result = score_edited_video(scorer, "Sparkle_time_000004", "Make it night.", source, edited)
+    assert result.ok and result.value["frame_indices"] == [1, 26, 51, 76]
+    assert schema_problems(result.value, RECORD_SCHEMAS["edited_video_score"], "record") == []
+    assert len(result.value["editscore"]) == 4 and mean_overall(result.value["editscore"]) == pytest.approx(8.0)
+    mismatched = score_edited_video(scorer, "x", "p", source, edited[:5])
+    assert not mismatched.ok and "must match" in mismatched.reason

@@ -221,6 +221,27 @@ class EditScoreAdapter:
         return TaskResult(ok=True, value=records, attempts=1)
 
 
+def score_edited_video(scorer: EditScoreAdapter, sample_id: str, prompt: str, source_video, edited_video,
+                       frame_indices: Sequence[int] | None = None) -> TaskResult:
+    """Stage 5's scoring: EditScore on 4 uniformly spaced non-first frames ([1, 26, 51, 76] for 81 frames).
+
+    source_video, edited_video: uint8 (T, H, W, 3), numpy or torch, same T. value = the line of Sparkle's
+    edited_video_score.jsonl: {"id", "prompt", "frame_indices", "editscore": [per-frame records]}; compare
+    mean_overall(value["editscore"]) with the config's threshold (8 in Sparkle) to keep or reject.
+    """
+    from sparkle_fast.models.control import score_frame_indices
+
+    if len(source_video) != len(edited_video):
+        return TaskResult(ok=False, reason=f"source video has {len(source_video)} frames, edited video "
+                                           f"{len(edited_video)}: they must match")
+    indices = list(frame_indices) if frame_indices is not None else score_frame_indices(len(edited_video))
+    scored = scorer.score_frames([source_video[i] for i in indices], [edited_video[i] for i in indices], prompt)
+    if not scored.ok:
+        return scored
+    record = {"id": sample_id, "prompt": prompt, "frame_indices": indices, "editscore": scored.value}
+    return TaskResult(ok=True, value=record, attempts=scored.attempts)
+
+
 def mean_overall(records: Sequence[dict]) -> float:
     """Stage 5's statistic: the mean O_score of the per-frame records (compare with the config's threshold)."""
     return float(sum(r["O_score"] for r in records) / len(records))
