@@ -1,4 +1,4 @@
-"""Triton kernels for mask augmentation: square dilation and per-frame bounding boxes.
+"""Triton kernels for mask augmentation: square dilation, per-frame bounding boxes and convex-polygon filling.
 
 Dilation by k with a (2k+1) x (2k+1) square is separable: a max over 2k+1 columns, then over 2k+1 rows. Pixels
 outside the frame count as background (cv2.dilate's default border). Each pass reads 2k+1 L1-cached neighbours per
@@ -73,4 +73,50 @@ def bounding_boxes(mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     in_rows = (r[None, :] >= r0[:, None]) & (r[None, :] <= r1[:, None])
     in_cols = (c[None, :] >= c0[:, None]) & (c[None, :] <= c1[:, None])
     out.copy_((in_rows[:, :, None] & in_cols[:, None, :]).to(torch.uint8))
+    return out
+
+
+@triton.jit
+def fill_polygons_kernel(vertices_ptr, counts_ptr, out_ptr, H, W, n_vertices, BLOCK: tl.constexpr):
+    """out[t] = 1 where the pixel centre is on the inner side (cross >= 0) of every edge of frame t's polygon and
+    inside the bounding box of its vertices. vertices: int32 (T, n_vertices, 2) (x, y), counts: int32 (T,)."""
+    t = tl.program_id(1)
+    idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    in_frame = idx < H * W
+    x = (idx % W).to(tl.int64)
+    y = (idx // W).to(tl.int64)
+    n = tl.load(counts_ptr + t)
+    inside = in_frame & (n > 0)
+    x_min = tl.full((BLOCK,), 1 << 30, tl.int64)
+    y_min = tl.full((BLOCK,), 1 << 30, tl.int64)
+    x_max = tl.full((BLOCK,), -1, tl.int64)
+    y_max = tl.full((BLOCK,), -1, tl.int64)
+    base = vertices_ptr + t * n_vertices * 2
+    for e in range(0, n_vertices):
+        live = e < n
+        nxt = tl.where(live, (e + 1) % tl.maximum(n, 1), 0)
+        ax = tl.load(base + e * 2).to(tl.int64)
+        ay = tl.load(base + e * 2 + 1).to(tl.int64)
+        bx = tl.load(base + nxt * 2).to(tl.int64)
+        by = tl.load(base + nxt * 2 + 1).to(tl.int64)
+        cross = (bx - ax) * (y - ay) - (by - ay) * (x - ax)
+        inside = inside & ((cross >= 0) | (e >= n))
+        x_min = tl.where(live, tl.minimum(x_min, ax), x_min)
+        x_max = tl.where(live, tl.maximum(x_max, ax), x_max)
+        y_min = tl.where(live, tl.minimum(y_min, ay), y_min)
+        y_max = tl.where(live, tl.maximum(y_max, ay), y_max)
+    inside = inside & (x >= x_min) & (x <= x_max) & (y >= y_min) & (y <= y_max)
+    tl.store(out_ptr + t.to(tl.int64) * H * W + idx, inside.to(tl.uint8), mask=in_frame)
+
+
+def fill_polygons(vertices: torch.Tensor, counts: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """vertices: int32 (T, V, 2) per-frame convex polygons (inside = cross >= 0), counts: int32 (T,) vertices used;
+    out: contiguous uint8 (T, H, W), written with 0/1."""
+    T, H, W = (int(d) for d in out.shape)
+    if T * H * W == 0:
+        return out
+    block = _block()
+    grid = (triton.cdiv(H * W, block), T)
+    fill_polygons_kernel[grid](vertices.contiguous(), counts.contiguous(), out, H, W, int(vertices.shape[1]),
+                               BLOCK=block, num_warps=4)
     return out

@@ -79,3 +79,56 @@ def test_gpu_equals_reference(mode):
     got = augment_mask(torch.from_numpy(m).cuda(), mode, 7)
     assert got.is_cuda
     np.testing.assert_array_equal(got.cpu().numpy(), want)
+
+
+def _oracle_hull(frame: np.ndarray) -> np.ndarray:
+    """Independent oracle: OpenCV's point-in-polygon test (exact on integer points) against cv2.convexHull of all
+    foreground pixels; >= 0 is inside or on the hull. Degenerate hulls (1-2 vertices) are the segment between them."""
+    points = cv2.findNonZero(frame.astype(np.uint8))
+    out = np.zeros(frame.shape, bool)
+    if points is None:
+        return out
+    hull = cv2.convexHull(points).reshape(-1, 2)
+    ys, xs = np.mgrid[: frame.shape[0], : frame.shape[1]]
+    if len(hull) <= 2:
+        a, b = hull[0].astype(np.int64), hull[-1].astype(np.int64)
+        cross = (b[0] - a[0]) * (ys - a[1]) - (b[1] - a[1]) * (xs - a[0])
+        within = (xs >= min(a[0], b[0])) & (xs <= max(a[0], b[0])) & (ys >= min(a[1], b[1])) & (ys <= max(a[1], b[1]))
+        return (cross == 0) & within
+    contour = hull.reshape(-1, 1, 2).astype(np.int32)
+    for y, x in zip(ys.ravel(), xs.ravel(), strict=True):
+        out[y, x] = cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0
+    return out
+
+
+def _degenerate_masks():
+    m = np.zeros((7, 9, 12), bool)
+    m[0, 4, 5] = True                      # one pixel
+    m[1, 2, 1:11] = True                   # horizontal line
+    m[2, :, 0] = True                      # vertical line on the border
+    m[3, [1, 3, 5, 7], [2, 4, 6, 8]] = True  # diagonal with gaps: the hull is the whole segment
+    m[4, 0, 0] = m[4, 8, 11] = True        # two far corners
+    m[5] = True                            # full frame
+    m[6, [0, 8, 0], [0, 0, 11]] = True     # a right triangle of three corners
+    return m
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_hull_equals_the_point_in_polygon_oracle(backend):
+    for m in (_masks(), _degenerate_masks(), np.random.default_rng(4).random((3, 13, 17)) < 0.08):
+        x = m if backend == "reference" else torch.from_numpy(m)
+        got = augment_mask(x, "hull", backend=backend)
+        got = got.numpy() if isinstance(got, torch.Tensor) else got
+        for t in range(m.shape[0]):
+            np.testing.assert_array_equal(got[t], _oracle_hull(m[t]), err_msg=f"frame {t}")
+            assert (got[t] >= m[t]).all()
+
+
+@settings(max_examples=15, deadline=None)
+@given(t=st.integers(1, 3), h=st.integers(1, 24), w=st.integers(1, 24), k=st.integers(0, 3),
+       density=st.sampled_from([0.0, 0.02, 0.2]), mode=st.sampled_from(["hull", "hull_expand"]),
+       seed=st.integers(0, 1000))
+def test_triton_hull_random_shapes(t, h, w, k, density, mode, seed):
+    m = np.random.default_rng(seed).random((t, h, w)) < density
+    np.testing.assert_array_equal(augment_mask(torch.from_numpy(m), mode, k, backend="triton").numpy(),
+                                  augment_mask_reference(m, mode, k))

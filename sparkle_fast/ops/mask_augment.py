@@ -14,11 +14,14 @@ Public ops (numpy / torch (CPU or CUDA) / cupy in, the same kind out):
   An empty frame stays empty. mask: bool or uint8 (T, H, W), nonzero = foreground, or bit-packed uint8
   (ceil(T*H*W/8),) with shape=(T, H, W) (Sparkle's npz format).
 
-The *_reference functions are the definition: dilation is cv2.dilate with a square kernel, the hull is
-cv2.fillConvexPoly(cv2.convexHull(pixel centres of the foreground)), so it covers every foreground pixel and the
-pixels OpenCV rasterises inside and on the hull polygon.
+The *_reference functions are the definition: dilation is cv2.dilate with a square kernel; the hull is exact
+geometry: the pixels whose centres lie in the closed convex hull of the foreground pixel centres (every foreground
+pixel is in it; a frame whose foreground is one pixel or collinear pixels gets the segment between the extremes).
 GPU (backend "triton"): dilation is a separable Triton kernel, boxes are two torch reductions on the device. The hull
-has no GPU kernel: it runs on the host (reference) for every backend and is copied back (documented limitation).
+takes each row's leftmost and rightmost foreground pixel on the device (the hull's vertices are among them), copies
+those 2 x H integers per frame to the host, where cv2.convexHull orders the few vertices, and fills the polygons
+with a Triton kernel (a pixel is inside iff it is on the inner side of every edge, in exact integer arithmetic), so
+both backends agree bit for bit and no full mask crosses the bus.
 """
 
 from __future__ import annotations
@@ -65,16 +68,56 @@ def bbox_mask_reference(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def hull_mask_reference(mask: np.ndarray) -> np.ndarray:
-    mask = np.asarray(mask) != 0
-    out = np.zeros(mask.shape, np.uint8)
+def row_extremes_numpy(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Leftmost and rightmost foreground column of every row: int64 (T, H) each, -1 for empty rows."""
+    fg = np.asarray(mask) != 0
+    width = fg.shape[-1]
+    any_fg = fg.any(axis=-1)
+    left = np.where(any_fg, fg.argmax(axis=-1), -1)
+    right = np.where(any_fg, width - 1 - fg[..., ::-1].argmax(axis=-1), -1)
+    return left.astype(np.int64), right.astype(np.int64)
+
+
+def hull_polygons(left: np.ndarray, right: np.ndarray) -> list[np.ndarray]:
+    """Per frame, the convex hull of the foreground pixel centres as int64 (V, 2) (x, y) vertices ordered so that
+    the inside is where cross(edge, point - edge start) >= 0 (V = 0 for an empty frame, 1 or 2 when degenerate).
+    left, right: row extremes from row_extremes_numpy (the hull's vertices are among them)."""
     cv2 = _cv2()
-    for t, frame in enumerate(mask):
-        points = cv2.findNonZero(frame.astype(np.uint8))
-        if points is not None:
-            cv2.fillConvexPoly(out[t], cv2.convexHull(points), 1)
-            out[t] |= frame  # fillConvexPoly of a degenerate hull (a point, a line) still covers the pixels
-    return out != 0
+    polygons = []
+    for frame_left, frame_right in zip(np.asarray(left), np.asarray(right), strict=True):
+        rows = np.flatnonzero(frame_left >= 0)
+        if rows.size == 0:
+            polygons.append(np.zeros((0, 2), np.int64))
+            continue
+        points = np.concatenate([np.stack([frame_left[rows], rows], 1), np.stack([frame_right[rows], rows], 1)])
+        hull = cv2.convexHull(points.astype(np.int32)).reshape(-1, 2).astype(np.int64)
+        x, y = hull[:, 0], hull[:, 1]
+        if np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y) < 0:  # make the signed area positive
+            hull = hull[::-1]
+        polygons.append(hull)
+    return polygons
+
+
+def fill_polygons_numpy(polygons: list[np.ndarray], shape: tuple[int, int, int]) -> np.ndarray:
+    """bool (T, H, W): pixel centres on the inner side of every edge of their frame's polygon and inside its
+    vertices' bounding box (which makes 1- and 2-vertex polygons a point and a segment)."""
+    out = np.zeros(shape, bool)
+    for t, polygon in enumerate(polygons):
+        if len(polygon) == 0:
+            continue
+        (x0, y0), (x1, y1) = polygon.min(axis=0), polygon.max(axis=0)
+        ys, xs = np.mgrid[y0:y1 + 1, x0:x1 + 1]
+        inside = np.ones(ys.shape, bool)
+        for (ax, ay), (bx, by) in zip(polygon, np.roll(polygon, -1, axis=0), strict=True):
+            inside &= (bx - ax) * (ys - ay) - (by - ay) * (xs - ax) >= 0
+        out[t, y0:y1 + 1, x0:x1 + 1] = inside
+    return out
+
+
+def hull_mask_reference(mask: np.ndarray) -> np.ndarray:
+    """Definition of the "hull" mode: bool (T, H, W) -> bool (T, H, W) (see the module docstring)."""
+    mask = np.asarray(mask) != 0
+    return fill_polygons_numpy(hull_polygons(*row_extremes_numpy(mask)), mask.shape)
 
 
 def augment_mask_reference(mask: np.ndarray, mode: str, k: int = 0) -> np.ndarray:
@@ -153,6 +196,33 @@ def dilate_torch(mask_u8, k: int):
     return kernels.dilate(mask_u8, k, out)
 
 
+def hull_torch(mask_u8):
+    """Filled convex hulls of a contiguous torch uint8 (T, H, W) mask -> uint8 0/1 on its device (module docstring)."""
+    import torch
+
+    from sparkle_fast.kernels import mask_augment as kernels
+
+    T, H, W = (int(d) for d in mask_u8.shape)
+    out = torch.zeros_like(mask_u8)
+    if T * H * W == 0:
+        return out
+    fg = mask_u8 != 0
+    cols = torch.arange(W, device=mask_u8.device)
+    any_fg = fg.any(dim=2)
+    left = torch.where(fg, cols, W).amin(dim=2)
+    right = torch.where(fg, cols, -1).amax(dim=2)
+    left = torch.where(any_fg, left, -1)
+    polygons = hull_polygons(left.cpu().numpy(), right.cpu().numpy())  # 2 x H integers per frame cross the bus
+    n_vertices = max(1, max(len(p) for p in polygons))
+    vertices = np.zeros((T, n_vertices, 2), np.int32)
+    counts = np.zeros(T, np.int32)
+    for t, polygon in enumerate(polygons):
+        vertices[t, :len(polygon)] = polygon
+        counts[t] = len(polygon)
+    return kernels.fill_polygons(torch.from_numpy(vertices).to(mask_u8.device),
+                                 torch.from_numpy(counts).to(mask_u8.device), out)
+
+
 # --- public ops ----------------------------------------------------------------------------------------------------
 
 
@@ -174,7 +244,7 @@ def augment_mask(mask: Any, mode: str, k: int = 0, *, shape=None, backend: str |
     kind = dispatch.array_kind(mask, "mask", op)
     dims, packed = check_mask(mask, shape, op)
     chosen = dispatch.resolve_backend(backend, kind, op, GPU_PREFERENCE)
-    if chosen == "reference" or mode == "hull" or (mode == "hull_expand" and k == 0):
+    if chosen == "reference":
         result = augment_mask_reference(mask_to_numpy(mask, dims, packed, kind), mode, k)
         return dispatch.from_numpy(result, kind, like=mask)
 
@@ -186,9 +256,7 @@ def augment_mask(mask: Any, mode: str, k: int = 0, *, shape=None, backend: str |
     with dispatch.on_device_of(tensor, kind):
         m = mask_to_torch_bytes(mask, dims, packed, kind)
         if mode in ("hull", "hull_expand"):
-            # No GPU hull: the host computes it (reference), the device dilates it.
-            hull = hull_mask_reference(m.cpu().numpy())
-            m = torch.from_numpy(hull.view(np.uint8)).to(m.device)
+            m = hull_torch(m)
         elif mode in ("bbox", "box_expand"):
             m = kernels.bounding_boxes(m, torch.empty_like(m))
         out = dilate_torch(m, k if mode in ("expand", "hull_expand", "box_expand") else 0)
