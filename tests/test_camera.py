@@ -97,3 +97,12 @@ def test_cli_json_lines_and_unreadable_video(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["camera-motion"])
     assert exc.value.code == 2
+
+
+def test_real_clips_with_camera_motion_are_not_static(real_clips):
+    """Real footage: a handheld phone clip, a clip with scene cuts and a panning animation are all rejected."""
+    from sparkle_fast import camera
+
+    results = {name: camera.analyze(str(path)) for name, path in real_clips.items()}
+    assert all(result.static is False for result in results.values()), results
+    assert "cut" in (results["bikes"].reason or "")
