@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +41,7 @@ from PIL import Image
 
 from sparkle_fast.models.base import TaskResult, free_memory, pick_device, pick_dtype, to_pil
 from sparkle_fast.models.i2v import (
-    LIGHTX2V_SHIFT,
-    LIGHTX2V_SIGMAS,
-    SpeedOptions,
+    WanSamplingConfig,
     apply_speed_options,
     check_image_size,
     check_prompt_length,
@@ -276,25 +274,14 @@ def load_fun_control(folder: str | os.PathLike, *, dtype: torch.dtype = torch.fl
 # ----------------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class FunControlConfig:
-    """distilled=True: the LightX2V 4-step schedule at guidance 1 (with a 4-step LoRA or distilled experts);
-    False: Euler with num_inference_steps and guidance_scale (VideoX-Fun's defaults: 50 steps, guidance 6)."""
+class FunControlConfig(WanSamplingConfig):
+    """Stage 5's synthesis. By default VideoX-Fun's settings for the undistilled experts (Euler, 50 steps, guidance
+    6); distilled=True: the LightX2V 4-step schedule at guidance 1 (with a 4-step LoRA or distilled experts)."""
 
-    num_frames: int = 81
-    height: int = 720
-    width: int = 1280
-    fps: int = 16
     distilled: bool = False
     num_inference_steps: int = 50
     guidance_scale: float = 6.0
     boundary_ratio: float = FUN_CONTROL_BOUNDARY_RATIO
-    max_sequence_length: int = 512
-    negative_prompt: str = ""
-    resize_inputs: bool = False
-    seed: int = 0
-    sigmas: tuple[float, ...] = LIGHTX2V_SIGMAS
-    shift: float = LIGHTX2V_SHIFT
-    speed: SpeedOptions = field(default_factory=SpeedOptions)
 
 
 class FunControlGenerator:

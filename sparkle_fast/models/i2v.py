@@ -257,9 +257,10 @@ def frames_to_uint8(frames) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class I2VConfig:
-    """Generation settings. distilled=True: the LightX2V 4-step schedule at guidance 1; False: the stock scheduler
-    with num_inference_steps and guidance_scale (the undistilled model's settings)."""
+class WanSamplingConfig:
+    """Settings shared by the Wan generators (stage 3's I2V, stage 5's Fun-Control). distilled=True: the LightX2V
+    4-step schedule (`sigmas`, `shift`) at guidance 1; False: the stock scheduler with num_inference_steps and
+    guidance_scale (the undistilled models' settings)."""
 
     num_frames: int = 81
     height: int = 720
@@ -276,6 +277,11 @@ class I2VConfig:
     sigmas: tuple[float, ...] = LIGHTX2V_SIGMAS
     shift: float = LIGHTX2V_SHIFT
     speed: SpeedOptions = field(default_factory=SpeedOptions)
+
+
+@dataclass(frozen=True)
+class I2VConfig(WanSamplingConfig):
+    """Stage 3's background video: 4-step distilled Wan2.2-I2V by default (WanSamplingConfig's defaults)."""
 
 
 class WanI2VGenerator:
