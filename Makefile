@@ -1,6 +1,6 @@
 # The README's commands. Each target creates the environment and builds what it needs.
 #   make test    install into .venv (building sparkle_fast._C, with CUDA when nvcc is found) and run the tests
-#   make demo    the most complete thing that runs end to end today: BAIT's vote on synthetic passes
+#   make demo    all five stages on generated clips with tiny random models (CPU, minutes), with an HTML report
 #   make bench   bench/vote_pack.py on this machine (GPU if torch sees one), results under bench/results/
 #   make build   rebuild sparkle_fast._C after editing csrc/
 PYTHON ?= python3
@@ -41,7 +41,7 @@ gpu-check:
 	for script in vote_pack canny_compose camera_motion decode bait; do python3 bench/$$script.py || exit 1; done
 
 demo: $(STAMP)
-	$(VENV)/bin/sparkle-fast vote-demo --out out/vote-demo
+	$(VENV)/bin/sparkle-fast demo --out out/demo
 
 bench: $(STAMP)
 	$(PY) bench/vote_pack.py

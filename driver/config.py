@@ -1,7 +1,7 @@
 """The run's configuration: every threshold and size, Sparkle's values by default, from a TOML file and CLI overrides.
 
     [clip]        fps = 16, max_frames = 81 (trimmed down to 4k+1), width = 1280, height = 720
-    [bait]        anchor_fps = 2.0, min_votes = 0 (0: strict majority of the passes)
+    [bait]        anchor_fps = 2.0, min_votes = 0 (0: strict majority of the passes), round1_anchor = false
     [canny]       low = 100, high = 200, mask_dilate = 0
     [thresholds]  edit_frame0 = 8.0, foreground_removal = 8.5, edited_video = 8.0 (mean EditScore overall),
                   camera_max_displacement_px (stage 1's coarse filter; set by the camera calibration)
@@ -35,6 +35,9 @@ class ClipConfig:
 class BaitConfig:
     anchor_fps: float = 2.0
     min_votes: int = 0  # 0: more than half of the passes
+    # Also anchor BAIT on frame 0 with the round-1 boxes (found on that very frame) where round 2 has no usable box
+    # there. Off in Sparkle; the demo turns it on because its random VLM rarely answers a box in round 2.
+    round1_anchor: bool = False
 
 
 @dataclass
@@ -49,7 +52,8 @@ class ThresholdConfig:
     edit_frame0: float = 8.0  # stage 2: EditScore overall of the edited first frame
     foreground_removal: float = 8.5  # stage 3: EditScore overall of the foreground-removed frame
     edited_video: float = 8.0  # stage 5: mean overall over 4 frames
-    camera_max_displacement_px: float = 8.0  # stage 1: max corner displacement of a static camera over the clip
+    # stage 1: max corner displacement of a static camera over the clip (calibrated: docs/CAMERA_CALIBRATION.md)
+    camera_max_displacement_px: float = 2.0
 
 
 @dataclass

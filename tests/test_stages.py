@@ -1,0 +1,148 @@
+"""The five stages' logic on stand-in models (fast), model-folder checks, and stage 1 on real clips. The stages on
+the tiny random models run end to end in tests/test_demo.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sparkle_fast import layout
+from sparkle_fast.camera_synthetic import make_clip
+from sparkle_fast.driver.config import load_config
+from sparkle_fast.layout_check import RECORD_SCHEMAS, schema_problems
+from sparkle_fast.models.base import TaskResult
+from sparkle_fast.models.slots import ModelFolderError
+from sparkle_fast.stages import StageContext, all_stages
+from sparkle_fast.stages.base import Sample
+from sparkle_fast.stages.stage1 import CollectStage
+from sparkle_fast.stages.stage2 import EditStage
+from sparkle_fast.video import probe, read_image, write_video
+
+CONFIG = load_config(overrides={"clip.width": 96, "clip.height": 64, "clip.max_frames": 17})
+
+
+class FakeVLM:
+    """Answers as the real adapter's tasks do, with values set by the test."""
+
+    def __init__(self, moving=False, scene="a kitchen", prompt="Replace the background with a beach."):
+        self.moving, self.scene, self.prompt, self.calls = moving, scene, prompt, []
+
+    def camera_motion_verdict(self, frames, fps=16.0):
+        self.calls.append(("verdict", np.asarray(frames).shape, fps))
+        return TaskResult(ok=True, value={"reasoning": "looked", "camera_moving": self.moving})
+
+    def describe_scene(self, frame0):
+        return TaskResult(ok=True, value=self.scene)
+
+    def write_instruction(self, frame0, original_scene, theme, subtheme, scene):
+        self.calls.append(("instruction", original_scene, theme, subtheme, scene))
+        return TaskResult(ok=True, value=self.prompt)
+
+
+class FakeEditor:
+    def try_edit(self, image, instruction, *, seed=None):
+        return TaskResult(ok=True, value=255 - np.asarray(image))
+
+
+class FakeScorer:
+    def __init__(self, overall):
+        self.overall = overall
+
+    def score_edit(self, source, edited, instruction):
+        return TaskResult(ok=True, value={"prompt_following": 9.0, "consistency": 9.0, "perceptual_quality": 9.0,
+                                          "overall": self.overall, "SC_reasoning": "", "PQ_reasoning": ""})
+
+
+def _clip(tmp_path, motion, name="clip.mp4"):
+    frames = make_clip(motion, n_frames=20, size=(64, 96), subject_fraction=0.12, seed=3).frames
+    return str(write_video(tmp_path / name, frames, fps=16))
+
+
+def _context(tmp_path, models, previous=None, config=CONFIG):
+    return StageContext(layout.SparkleLayout(tmp_path / "out"), config, models, previous or {})
+
+
+def test_stages_follow_the_protocol():
+    stages = all_stages()
+    assert [s.number for s in stages] == [1, 2, 3, 4, 5]
+    assert len({s.name for s in stages}) == 5
+    from sparkle_fast.models.slots import SLOTS
+
+    assert all(slot in SLOTS for s in stages for slot in s.model_slots)
+
+
+def test_missing_models_folder_names_slot_and_path(tmp_path):
+    for stage in all_stages():
+        with pytest.raises(ModelFolderError) as error:
+            stage.load_models(str(tmp_path / "models"))
+        assert str(tmp_path / "models") in str(error.value)
+    (tmp_path / "models").mkdir()
+    with pytest.raises(ModelFolderError, match=r"\[sam3\].*sam3"):
+        all_stages()[3].load_models(tmp_path / "models")
+
+
+def test_stage1_keeps_a_fixed_camera_and_writes_the_clip(tmp_path):
+    sample = Sample("Sparkle_time_000000", "time", _clip(tmp_path, "static"))
+    vlm = FakeVLM(moving=False)
+    outcome = CollectStage().run(sample, _context(tmp_path, {"vlm": vlm}))
+    assert outcome.status == "done", outcome.reason
+    assert outcome.record["frames"] == 17 and (outcome.record["height"], outcome.record["width"]) == (64, 96)
+    assert outcome.record["camera"]["static"] is True
+    out = layout.SparkleLayout(tmp_path / "out")
+    info = probe(out.artifact("time", "source_video", sample.id))
+    assert (info.frame_count, info.fps, info.width, info.height) == (17, 16, 96, 64)
+    assert read_image(out.artifact("time", "source_frame0", sample.id)).shape == (64, 96, 3)
+    assert vlm.calls[0][1] == (17, 64, 96, 3)
+    assert set(outcome.timing) == {"model", "kernel", "io"}
+
+
+def test_stage1_rejections(tmp_path):
+    stage = CollectStage()
+    moving = stage.run(Sample("Sparkle_time_000001", "time", _clip(tmp_path, "pan", "pan.mp4")),
+                       _context(tmp_path, {"vlm": FakeVLM()}))
+    assert moving.status == "rejected" and moving.record["camera"]["static"] is False
+    said_moving = stage.run(Sample("Sparkle_time_000002", "time", _clip(tmp_path, "static")),
+                            _context(tmp_path, {"vlm": FakeVLM(moving=True)}))
+    assert said_moving.status == "rejected" and "VLM says the camera moves" in said_moving.reason
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"junk" * 50)
+    unreadable = stage.run(Sample("Sparkle_time_000003", "time", str(broken)), _context(tmp_path, {"vlm": None}))
+    assert unreadable.status == "rejected" and "unreadable video" in unreadable.reason and str(broken) in \
+        unreadable.reason
+    out = layout.SparkleLayout(tmp_path / "out")
+    assert not out.artifact("time", "source_video", "Sparkle_time_000001").exists()  # only kept clips are written
+
+
+@pytest.mark.parametrize("overall,status", [(8.5, "done"), (7.9, "rejected")])
+def test_stage2_keyword_prompt_edit_and_threshold(tmp_path, overall, status):
+    sample = Sample("Sparkle_location_000004", "location", _clip(tmp_path, "static"))
+    context = _context(tmp_path, {"vlm": FakeVLM()})
+    assert CollectStage().run(sample, context).status == "done"
+    vlm = FakeVLM()
+    models = {"vlm": vlm, "editor": FakeEditor(), "scorer": FakeScorer(overall)}
+    outcome = EditStage().run(sample, _context(tmp_path, models, {1: {}}))
+    assert outcome.status == status and outcome.score == overall
+    record = outcome.record
+    from sparkle_fast.themes import load_themes
+
+    keyword = load_themes().sample_keyword("location", sample.id, seed=CONFIG.run.seed)
+    assert record["chosen_keyword"] == keyword.chosen_keyword == f"{vlm.calls[0][3]}: {vlm.calls[0][4]}"
+    assert record["prompt"] == vlm.prompt and record["original_scene"] == vlm.scene
+    line = record["jsonl"]["edited_frame0_score"]
+    assert schema_problems(line, RECORD_SCHEMAS["edited_frame0_score"], "line") == []
+    out = layout.SparkleLayout(tmp_path / "out")
+    source0 = read_image(out.artifact("location", "source_frame0", sample.id)).numpy()
+    edited0 = read_image(out.artifact("location", "edited_frame0", sample.id)).numpy()
+    assert np.array_equal(edited0, 255 - source0)
+    if status == "rejected":
+        assert "7.90 < 8.0" in outcome.reason
+
+
+def test_stage2_openve3m_uses_the_given_prompt(tmp_path):
+    sample = Sample("Sparkle_openve3m_000000", "openve3m", _clip(tmp_path, "static"), prompt="Make it snow.")
+    assert CollectStage().run(sample, _context(tmp_path, {"vlm": FakeVLM()})).status == "done"
+    vlm = FakeVLM()
+    outcome = EditStage().run(sample, _context(tmp_path, {"vlm": vlm, "editor": FakeEditor(),
+                                                          "scorer": FakeScorer(9.0)}, {1: {}}))
+    assert outcome.status == "done" and outcome.record["prompt"] == "Make it snow."
+    assert outcome.record["chosen_keyword"] is None and not [c for c in vlm.calls if c[0] == "instruction"]
