@@ -1,0 +1,67 @@
+"""export-bench: samples that passed stages 1-4 and were rejected at stage 5 become Sparkle-Bench."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+
+from sparkle_fast import layout, video
+from sparkle_fast.driver.cli import main
+from sparkle_fast.driver.manifest import Manifest, SampleRow
+
+
+def _run_folder(tmp_path):
+    """A run's output with four samples: one kept, one rejected at 5 (bench), one rejected at 2, one openve3m
+    rejected at 5 (not a bench theme)."""
+    out = layout.SparkleLayout(tmp_path / "out")
+    frames = np.random.default_rng(0).integers(0, 255, (5, 32, 48, 3), dtype=np.uint8)
+    samples = [SampleRow("Sparkle_time_000000", "time", "a.mp4", None),
+               SampleRow("Sparkle_time_000001", "time", "b.mp4", None),
+               SampleRow("Sparkle_style_000000", "style", "c.mp4", None),
+               SampleRow("Sparkle_openve3m_000000", "openve3m", "d.mp4", "Make it snow.")]
+    with Manifest(out.root / "manifest.sqlite") as manifest:
+        manifest.add_samples(samples)
+        for sample in samples:
+            video.write_video(out.artifact(sample.theme, "source_video", sample.id), frames, fps=16)
+            video.write_image(out.artifact(sample.theme, "edited_frame0_foreground_removed", sample.id), frames[0])
+            edit = {"prompt": sample.prompt or f"Night for {sample.id}", "chosen_keyword": "night: city lights",
+                    "original_scene": "a street"}
+            manifest.finish(sample.id, 1, "done")
+            if sample.id == "Sparkle_style_000000":
+                manifest.finish(sample.id, 2, "rejected", reason="EditScore 7 < 8", record=edit)
+                continue
+            manifest.finish(sample.id, 2, "done", record=edit)
+            for stage in (3, 4):
+                manifest.finish(sample.id, stage, "done")
+            kept = sample.id == "Sparkle_time_000000"
+            manifest.finish(sample.id, 5, "done" if kept else "rejected", reason=None if kept else "mean 6.1 < 8")
+    return out
+
+
+def test_export_bench_writes_sparkle_bench(tmp_path, capsys):
+    out = _run_folder(tmp_path)
+    bench = tmp_path / "bench"
+    assert main(["export-bench", str(out.root), "--bench", str(bench)]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == {"time": 1}
+    with open(bench / "time_bench.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows == [{"edited_type": "time", "prompt": "Night for Sparkle_time_000001",
+                     "original_video": "source_videos/time/Sparkle_time_000001.mp4"}]
+    assert (bench / rows[0]["original_video"]).read_bytes() == \
+        out.artifact("time", "source_video", "Sparkle_time_000001").read_bytes()
+    assert (bench / "ref_images" / "time" / "Sparkle_time_000001.png").is_file()
+    (record,) = layout.read_jsonl(bench / "time_metadata.jsonl")
+    assert record == {"id": "Sparkle_time_000001", "prompt": "Night for Sparkle_time_000001",
+                      "metadata": {"edit_type": "time", "chosen_keyword": "night: city lights",
+                                   "original_scene": "a street"}}
+    assert not (bench / "style_bench.csv").exists() and not (bench / "openve3m_bench.csv").exists()
+    # A second export rewrites, never appends.
+    assert main(["export-bench", str(out.root), "--bench", str(bench)]) == 0
+    assert len(layout.read_jsonl(bench / "time_metadata.jsonl")) == 1
+
+
+def test_export_bench_without_a_run(tmp_path, capsys):
+    assert main(["export-bench", str(tmp_path / "nothing")]) == 2
+    assert "no manifest" in capsys.readouterr().err
