@@ -63,7 +63,8 @@ class BaitStage:
         with timer.model():
             result = run_bait(models["sam3"], frames, frame_objects, fps=config.clip.fps,
                               anchor_frames=anchor_frames)
-        record["bait"] = result.summary()
+        # The record is the stage's outcome, identical on a rerun: measurements (seconds, peak memory) are left out.
+        record["bait"] = {k: v for k, v in result.summary().items() if k not in ("seconds", "peak_memory_bytes")}
         if not result.ok:
             return StageOutcome("rejected", f"BAIT: {result.reason}", None, record, timer.as_dict())
         with timer.io():
