@@ -48,7 +48,7 @@ from sparkle_fast.models.i2v import (
     check_video_geometry,
     configure_wan_pipeline,
     frames_to_uint8,
-    fuse_lightx2v_loras,
+    fuse_folder_loras,
 )
 from sparkle_fast.models.slots import check_model_folder
 
@@ -306,7 +306,6 @@ class FunControlGenerator:
                         lora_scale: float = 1.0):
         """Load the control slot ("fun": our converted folder) or the vace slot ("vace": a diffusers WanVACEPipeline
         folder). LoRAs as in WanI2VGenerator.from_pretrained (explicit, else folder/lightx2v/ when present)."""
-        from sparkle_fast.models.i2v import LIGHTX2V_HIGH_FILE, LIGHTX2V_LOW_FILE
 
         device = pick_device(device)
         dtype = pick_dtype(device, dtype)
@@ -320,12 +319,7 @@ class FunControlGenerator:
             raise ValueError(f"unknown control backend {backend!r}; choose one of {cls.BACKENDS}")
         pipeline.set_progress_bar_config(disable=True)
         folder = Path(folder)
-        if lora_high is None and lora_low is None and (folder / "lightx2v").is_dir():
-            lora_high, lora_low = folder / "lightx2v" / LIGHTX2V_HIGH_FILE, folder / "lightx2v" / LIGHTX2V_LOW_FILE
-        if (lora_high is None) != (lora_low is None):
-            raise ValueError("pass both lora_high and lora_low (one LoRA per expert) or neither")
-        if lora_high is not None:
-            fuse_lightx2v_loras(pipeline, lora_high, lora_low, scale=lora_scale)
+        fuse_folder_loras(pipeline, folder, lora_high, lora_low, lora_scale)
         generator = cls(pipeline, config, backend=backend, device=device)
         generator._swapper = apply_speed_options(pipeline, generator.config.speed, device)
         return generator

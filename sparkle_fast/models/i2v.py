@@ -256,6 +256,17 @@ def frames_to_uint8(frames) -> np.ndarray:
 # The stage-3 generator
 # ----------------------------------------------------------------------------------------------------------------
 
+def fuse_folder_loras(pipeline, folder: Path, lora_high=None, lora_low=None, scale: float = 1.0) -> None:
+    """Fuse the 4-step LoRAs into both experts: the ones given, else the model folder's lightx2v/ pair if it has
+    one, else none (the experts are then taken to be distilled checkpoints)."""
+    if lora_high is None and lora_low is None and (folder / "lightx2v").is_dir():
+        lora_high, lora_low = folder / "lightx2v" / LIGHTX2V_HIGH_FILE, folder / "lightx2v" / LIGHTX2V_LOW_FILE
+    if (lora_high is None) != (lora_low is None):
+        raise ValueError("pass both lora_high and lora_low (one LoRA per expert) or neither")
+    if lora_high is not None:
+        fuse_lightx2v_loras(pipeline, lora_high, lora_low, scale=scale)
+
+
 @dataclass(frozen=True)
 class WanSamplingConfig:
     """Settings shared by the Wan generators (stage 3's I2V, stage 5's Fun-Control). distilled=True: the LightX2V
@@ -310,12 +321,7 @@ class WanI2VGenerator:
         device = pick_device(device)
         pipeline = WanImageToVideoPipeline.from_pretrained(folder, dtype=pick_dtype(device, dtype))
         pipeline.set_progress_bar_config(disable=True)
-        if lora_high is None and lora_low is None and (folder / "lightx2v").is_dir():
-            lora_high, lora_low = folder / "lightx2v" / LIGHTX2V_HIGH_FILE, folder / "lightx2v" / LIGHTX2V_LOW_FILE
-        if (lora_high is None) != (lora_low is None):
-            raise ValueError("pass both lora_high and lora_low (one LoRA per expert) or neither")
-        if lora_high is not None:
-            fuse_lightx2v_loras(pipeline, lora_high, lora_low, scale=lora_scale)
+        fuse_folder_loras(pipeline, folder, lora_high, lora_low, lora_scale)
         generator = cls(pipeline, config, device=device)
         generator._swapper = apply_speed_options(pipeline, config.speed, device)
         return generator
