@@ -2,22 +2,38 @@
 
     from sparkle_fast import camera
     result = camera.analyze("clip.mp4")                # or uint8 frames (T, H, W, 3) / gray (T, H, W)
-    results = camera.analyze_many([path_or_frames, ...])  # all pairs of all clips in one tracking + one RANSAC launch
+    results = camera.analyze_many([path_or_frames, ...])  # all pairs of all clips batched into each launch
 
 Method (per clip, frames sampled at 2 FPS by default when a path is given):
-  1. Gray frames, each normalized to mean 128 / std 48 so that global brightness flicker does not break the
-     brightness constancy Lucas-Kanade assumes.
-  2. For every consecutive pair (t, t+1): one Shi-Tomasi corner per grid cell of frame t (ops.select_points), so
-     points cover the frame in proportion to area: a subject covering 40% of the frame holds ~40% of the points.
-  3. Pyramidal Lucas-Kanade t -> t+1 and back (ops.track_points); a point counts when both directions succeed and it
-     returns within `fb_threshold_px` of where it started (rejects occlusions, compression artefacts, the subject's
-     edges).
-  4. RANSAC homography per pair (ops.find_homographies, reprojection threshold `ransac_threshold_px`), then a
-     second RANSAC on the points the first left out; the background's model is the one whose inliers cover more of
-     the frame's border cells, so RANSAC cannot lock onto a large textured subject (a subject rarely surrounds
-     the frame; the background does). Both launches batch every pair of every clip.
-  5. Displacement = the largest distance a frame corner moves. Per pair from the pair's homography; over the clip
-     from the composed homography frame 0 -> t (so a slow drift adds up).
+  1. Gray frames, each divided by its robust gain relative to frame 0 (so that global brightness flicker does not
+     break the brightness constancy Lucas-Kanade assumes), then mapped so that frame 0 has mean 128 / std 48.
+  2. Direct tracks: one Shi-Tomasi corner per grid cell of frame 0 (ops.select_points; points cover the frame in
+     proportion to area, so a subject on 40% of the frame holds ~40% of them), tracked by pyramidal Lucas-Kanade
+     from frame 0 to every later sampled frame and back (ops.track_points, one launch each way for all clips); a
+     point counts in frame t when both directions succeed and it returns within `fb_threshold_px` of its start.
+  3. The still-points test (method "still-points"). A point is still when it is tracked in, and stays within
+     `still_px` of its start in, every frame; points tracked all along that are not still have moved (a subject, or
+     a moving camera's background); points lost in some frame (occluded by a passing subject) count as neither. The
+     camera is static by this test when still points are at least `still_border_ratio` of the border ring's still
+     and moved points, and at least 2 still points lie in the ring along each of `still_min_sides` of the frame's 4
+     sides. Why the sides: a subject up to ~40% of the frame spans at most ~63% of its width and height and so
+     reaches at most 2 sides, while the background surrounds the frame; so a camera following a subject (the
+     subject still in the frame, the background moving) fails the test. The homographies are least-squares fits on
+     the still points, and the rule below still applies. Why this test: with a large textured subject, a pair's
+     RANSAC homography can absorb part of the subject and measure a static camera as moving by several pixels
+     (4 of the calibration grid's static clips did); a set of points that provably never moved cannot be fooled so.
+  4. Every other clip (method "homography"): for every consecutive pair (t, t+1), corners of frame t tracked to t+1
+     and back; RANSAC homography per pair (ops.find_homographies, threshold `ransac_threshold_px`), then a second
+     RANSAC on the points the first left out; the background's model is the one whose inliers cover more of the
+     frame's border cells, so RANSAC does not lock onto a large textured subject. Each is one batched launch.
+  5. The same two-model RANSAC on the direct tracks (frame 0 -> t); the background is then one set of points, those
+     on the chosen model in most frames, and every frame 0 -> t homography is refitted on that set (`from_first`).
+     Why: a motion slower than the RANSAC threshold per pair lets one pair homography fit the background and a still
+     subject at once, under-measuring the camera; from frame 0 the camera's motion adds up and they separate.
+  6. Displacement = the largest distance a frame corner moves: per pair from the pair homographies; over the clip,
+     the larger of the composed pair homographies and the direct fits of step 5 (so a slow drift adds up).
+  A subject that reaches 3 sides and fills most of the border while the camera moves (a close-up that spans the
+  frame) can be taken for the background by steps 3-5; the VLM check behind this filter is the remedy.
 
 The rule (thresholds in CameraThresholds; defaults from bench/calibrate_camera.py, docs/CAMERA_CALIBRATION.md):
   undecidable (static None, with a reason): fewer than 2 frames; a frame with fewer than `min_points` corners
@@ -33,7 +49,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -59,6 +75,9 @@ class CameraThresholds:
     max_level: int = 3                # Lucas-Kanade pyramid levels above the image
     ransac_iters: int = 256
     seed: int = 0
+    still_px: float = 0.5             # a frame-0 point tracked within this of its start in every frame is "still"
+    still_border_ratio: float = 0.5   # still points' least share of the border ring's points that stay tracked
+    still_min_sides: int = 3          # frame sides (of 4) whose ring must hold at least 2 still points
 
 
 @dataclass
@@ -72,11 +91,16 @@ class CameraMotion:
     tracked_points: int                        # the smallest over pairs
     pairs: int
     reason: str | None = None
+    method: str = "homography"                 # "still-points" or "homography": which rule decided (see module)
     homographies: np.ndarray | None = field(default=None, repr=False)  # (pairs, 3, 3): frame t -> t+1
+    # (pairs, 3, 3): frame 0 -> frame t+1, fitted on points tracked directly from frame 0 where that fit is trusted
+    # (enough points on it), else the composition of `homographies`; the better estimate for slow motion.
+    from_first: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("homographies")
+        d.pop("from_first")
         return d
 
 
@@ -98,7 +122,14 @@ def corner_displacement(h: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _gray_frames(frames):
-    """uint8 (T, H, W, 3) or (T, H, W) (numpy or torch) -> normalized uint8 gray torch (T, H, W) on its device."""
+    """uint8 (T, H, W, 3) or (T, H, W) (numpy or torch) -> normalized uint8 gray torch (T, H, W) on its device.
+
+    Every frame is divided by its global gain relative to frame 0 (brightness flicker), then the whole clip gets one
+    affine map that gives frame 0 mean 128 and std 48. Why not each frame its own mean/std: a large subject moving
+    across the frame changes the frame's statistics a little every frame, and LK reads such a brightness change on
+    a weakly textured background window as motion (measured: a static background drifting 0.05 px per sampled
+    frame). The gain is the median of the per-pixel ratio frame t / frame 0: for a fixed camera most pixels see the
+    same scene, so a subject covering less than half the frame cannot move the median."""
     import torch
 
     if isinstance(frames, np.ndarray):
@@ -108,8 +139,14 @@ def _gray_frames(frames):
                          f"{frames.dtype} {tuple(frames.shape)}")
     gray = ops.rgb_to_gray(frames) if frames.ndim == 4 else frames
     g = gray.float()
-    mean = g.mean(dim=(1, 2), keepdim=True)
-    std = g.std(dim=(1, 2), keepdim=True).clamp_min(1.0) if g.shape[1] * g.shape[2] > 1 else torch.ones_like(mean)
+    first = g[0]
+    lit = first >= 16  # dark pixels give noisy ratios
+    if bool(lit.any()):
+        ratios = g[:, lit] / first[lit]
+        gain = ratios.median(dim=1).values.clamp_min(1e-3).view(-1, 1, 1)
+        g = g / gain
+    mean = first.mean()
+    std = first.std().clamp_min(1.0) if first.numel() > 1 else torch.ones_like(mean)
     return ((g - mean) / std * 48.0 + 128.0).round().clamp(0, 255).to(torch.uint8)
 
 
@@ -167,6 +204,142 @@ def analyze(clip: Any, thresholds: CameraThresholds | None = None, *, fps: float
 
 
 def _analyze_group(grays: list, size: tuple[int, int], th: CameraThresholds) -> list[CameraMotion]:
+    """Steps 2-6 for a group of clips of one frame size; each step is one batched launch over all their pairs."""
+    import torch
+
+    direct = _track_from_first(grays, th)
+    out: list[CameraMotion | None] = _still_points(direct, size, th)
+    rest = [i for i, r in enumerate(out) if r is None]
+    if not rest:
+        return out
+    pairwise = _pairwise([grays[i] for i in rest], size, th)
+    # Step 5: the frame 0 -> t background homographies from the same direct tracks (why: module docstring).
+    rows = np.concatenate([np.arange(direct.first_row[i], direct.first_row[i] + direct.n_pairs[i]) for i in rest])
+    rows_t = torch.as_tensor(rows, device=direct.src.device)
+    _, inliers = _background_homographies(direct.src[rows_t], direct.dst[rows_t], direct.tracked[rows_t], th)
+    h0t = _consistent_background(direct, rest, inliers, th)
+    trusted = np.isfinite(h0t).all(axis=(1, 2))
+    disp = np.where(trusted, corner_displacement(np.nan_to_num(h0t), size), np.nan)
+    start = 0
+    for i, result in zip(rest, pairwise, strict=True):
+        clip_direct = disp[start:start + direct.n_pairs[i]]
+        start += direct.n_pairs[i]
+        composed = _compose(result.homographies)
+        from_first = np.where(np.isfinite(clip_direct)[:, None, None], h0t[start - len(clip_direct):start], composed)
+        result = replace(result, from_first=from_first)
+        if result.static is not None and np.isfinite(clip_direct).any() and math.isfinite(result.max_displacement_px):
+            worst = max(result.max_displacement_px, float(np.nanmax(clip_direct)))
+            result = replace(result, max_displacement_px=worst,
+                             static=bool(result.static and worst <= th.threshold_px))
+        out[i] = result
+    return out
+
+
+def _consistent_background(direct, clips: list[int], inliers: np.ndarray, th: CameraThresholds) -> np.ndarray:
+    """float64 (rows, 3, 3): frame 0 -> t homographies of `clips` (their direct-track rows in order; `inliers` bool
+    (rows, N) are those of the model step 5's RANSAC chose) fitted on each clip's background points, NaN where too
+    few. The direct tracks follow the same points through the clip, so the background is one set of points: those on
+    the chosen (background) model in most of the frames where they are tracked. Fitting every t on that set keeps a
+    subject out even at a t where its motion is within the RANSAC threshold of the background's."""
+    from sparkle_fast.ops.homography import refit_homographies
+
+    src = np.asarray(direct.src.cpu(), np.float64)
+    dst = np.asarray(direct.dst.cpu(), np.float64)
+    tracked = np.asarray(direct.tracked.cpu())
+    out = np.full((len(inliers), 3, 3), np.nan)
+    at = 0
+    for i in clips:
+        n, start = direct.n_pairs[i], direct.first_row[i]
+        block = slice(start, start + n)
+        local = slice(at, at + n)
+        at += n
+        # the vote counts the later half of the frames: the camera's motion has added up there, so a subject that
+        # fits the background's model early (both within the threshold of no motion) has separated from it
+        late = slice(start + n // 2, start + n)
+        seen = tracked[late].sum(0)
+        background = (2 * inliers[at - n + n // 2:at].sum(0) > seen) & (seen > 0)
+        mask = tracked[block] & background
+        h = refit_homographies(src[block], dst[block], mask)
+        # one trimming pass: drop background points the refit leaves beyond the RANSAC threshold in that frame
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mapped = np.einsum("tij,tnj->tni", np.nan_to_num(h), np.concatenate(
+                [src[block], np.ones(src[block].shape[:2] + (1,))], axis=-1))
+            err = np.linalg.norm(mapped[..., :2] / mapped[..., 2:3] - dst[block], axis=-1)
+        mask &= err <= th.ransac_threshold_px
+        h = refit_homographies(src[block], dst[block], mask)
+        h[mask.sum(1) < th.min_points] = np.nan
+        out[local] = h
+    return out
+
+
+@dataclass
+class _DirectTracks:
+    """Points of each clip's first sampled frame tracked directly to each later sampled frame (row = (clip, t))."""
+
+    src: Any          # float32 torch (P, N, 2): the points in frame 0
+    dst: Any          # float32 torch (P, N, 2): where they are in frame t
+    tracked: Any      # bool torch (P, N): tracked both ways, forward-backward consistent
+    valid: np.ndarray  # bool (clips, N): a corner was found in the point's cell of frame 0
+    n_pairs: list[int]
+    first_row: list[int]
+
+
+def _track_from_first(grays: list, th: CameraThresholds) -> _DirectTracks:
+    import torch
+
+    n_pairs = [g.shape[0] - 1 for g in grays]
+    first = torch.stack([g[0] for g in grays])
+    points, valid = select_points(first, cells=th.cells, margin=max(th.window // 2 - 2, 0))
+    repeat = torch.tensor(n_pairs, device=first.device)
+    prev = first.repeat_interleave(repeat, dim=0)
+    nxt = torch.cat([g[1:] for g in grays])
+    start_pts, start_valid = points.repeat_interleave(repeat, dim=0), valid.repeat_interleave(repeat, dim=0)
+    fwd, st_f, _ = track_points(prev, nxt, start_pts, window=th.window, max_level=th.max_level)
+    back, st_b, _ = track_points(nxt, prev, fwd, window=th.window, max_level=th.max_level)
+    tracked = start_valid & st_f & st_b & ((back - start_pts).norm(dim=-1) <= th.fb_threshold_px)
+    return _DirectTracks(start_pts, fwd, tracked, np.asarray(valid.cpu()), n_pairs,
+                         [int(x) for x in np.cumsum([0] + n_pairs[:-1])])
+
+
+def _still_points(direct: _DirectTracks, size: tuple[int, int], th: CameraThresholds) -> list[CameraMotion | None]:
+    """Step 3: a static CameraMotion for each clip the still-points test accepts, None for the others."""
+    from sparkle_fast.ops.homography import refit_homographies
+
+    near = direct.tracked & ((direct.dst - direct.src).norm(dim=-1) <= th.still_px)
+    src = np.asarray(direct.src.cpu(), np.float64)
+    dst = np.asarray(direct.dst.cpu(), np.float64)
+    near_np, tracked_np, valid_np = np.asarray(near.cpu()), np.asarray(direct.tracked.cpu()), direct.valid
+    rows, cols = th.cells
+    cell_r, cell_c = np.divmod(np.arange(rows * cols), cols)
+    sides = np.stack([cell_r < 2, cell_r >= rows - 2, cell_c < 2, cell_c >= cols - 2])  # (4, cells)
+    ring = border_cells(th.cells)
+    out: list[CameraMotion | None] = []
+    for c, (n, start) in enumerate(zip(direct.n_pairs, direct.first_row, strict=True)):
+        block = slice(start, start + n)
+        still = near_np[block].all(axis=0)
+        # Points tracked all along that left the still radius: the subject, or a moving camera's background.
+        # Occluded points (lost in some frame) are neither: a subject sweeping over the background hides some.
+        moved = tracked_np[block].all(axis=0) & ~still
+        ring_still, ring_moved = int((still & ring).sum()), int((moved & ring).sum())
+        sides_held = int(((sides & still).sum(axis=1) >= 2).sum())
+        if (still.sum() < th.min_points or ring_still < th.still_border_ratio * max(ring_still + ring_moved, 1)
+                or sides_held < th.still_min_sides):
+            out.append(None)
+            continue
+        h0t = refit_homographies(src[block], dst[block], np.broadcast_to(still, (n, still.size)))
+        previous = np.concatenate([np.eye(3)[None], h0t[:-1]])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pair_h = h0t @ np.linalg.inv(previous) if np.isfinite(previous).all() else np.full((n, 3, 3), np.nan)
+        pair_h = pair_h / pair_h[:, 2:3, 2:3]
+        n_valid = np.full(n, int(valid_np[c].sum()))
+        result = _decide(pair_h, n_valid, tracked_np[block].sum(1), np.full(n, int(still.sum())), size, th,
+                         cut_rule=False)
+        out.append(replace(result, method="still-points", from_first=h0t) if result.static else None)
+    return out
+
+
+def _pairwise(grays: list, size: tuple[int, int], th: CameraThresholds) -> list[CameraMotion]:
+    """Step 4 and the pair part of step 6: every pair of every clip in one launch each."""
     import torch
 
     prev = torch.cat([g[:-1] for g in grays])
@@ -226,7 +399,19 @@ def _background_homographies(points, moved, tracked, th: CameraThresholds):
     return np.where(use2[:, None, None], h2, h1), np.where(use2[:, None], in2, in1)
 
 
-def _decide(h, n_valid, n_tracked, n_inliers, size, th: CameraThresholds) -> CameraMotion:
+def _compose(pair_h: np.ndarray) -> np.ndarray:
+    """float64 (P, 3, 3) frame t -> t+1 homographies -> (P, 3, 3) frame 0 -> t+1, scaled to H[2, 2] = 1."""
+    out, total = [], np.eye(3)
+    for h in pair_h:
+        total = h @ total
+        total = total / total[2, 2]
+        out.append(total)
+    return np.stack(out) if out else np.zeros((0, 3, 3))
+
+
+def _decide(h, n_valid, n_tracked, n_inliers, size, th: CameraThresholds, *, cut_rule: bool = True) -> CameraMotion:
+    """The rule on one clip's pair homographies (P, 3, 3) and per-pair point counts (P,). cut_rule=False for step 3,
+    whose still points are by construction tracked in every frame (no cut) and may be fewer than the subject's."""
     n_pairs = len(h)
     with np.errstate(divide="ignore", invalid="ignore"):
         inlier_ratio = np.where(n_tracked > 0, n_inliers / np.maximum(n_tracked, 1), 0.0)
@@ -240,7 +425,7 @@ def _decide(h, n_valid, n_tracked, n_inliers, size, th: CameraThresholds) -> Cam
                           **common)
     ratio_tracked = n_tracked / np.maximum(n_valid, 1)
     cut = np.flatnonzero((ratio_tracked < th.min_track_ratio) | (inlier_ratio < th.min_inlier_ratio)
-                         | ~np.isfinite(pair_disp))
+                         | ~np.isfinite(pair_disp)) if cut_rule else np.flatnonzero(~np.isfinite(pair_disp))
     if cut.size:
         k = int(cut[0])
         return CameraMotion(False, math.inf, pairs=n_pairs, reason=(
