@@ -46,9 +46,10 @@ def make_demo_clips(folder: str | os.PathLike, *, n_frames: int = 17, size: tupl
     return paths
 
 
-def run_demo(out: str | os.PathLike, *, config_path: str | os.PathLike | None = None, log=None) -> dict:
+def run_demo(out: str | os.PathLike, *, config_path: str | os.PathLike | None = None, log=None,
+             devices: list[str] | None = None) -> dict:
     """Make the clips (once), run all five stages with tiny models, write the report. Returns the run summary with
-    "report" (the report's path) added. Rerunning resumes like `sparkle-fast run`."""
+    "report" (the report's path) added. Rerunning resumes like `sparkle-fast run`. devices: as run_pipeline's."""
     from .config import load_config
     from .report import write_report
     from .run import run_pipeline
@@ -58,7 +59,7 @@ def run_demo(out: str | os.PathLike, *, config_path: str | os.PathLike | None = 
     if len(list(inputs.glob("*.mp4"))) < len(DEMO_CLIPS):  # a run killed while writing them left a partial set
         make_demo_clips(inputs)  # deterministic content: the clips (and so the sample ids) come out the same
     config = load_config(config_path or demo_config_path())
-    summary = run_pipeline(inputs, out, config, models="tiny", log=log)
+    summary = run_pipeline(inputs, out, config, models="tiny", log=log, devices=devices)
     summary["report"] = str(write_report(out, title="sparkle-fast demo: the five stages on tiny random models",
                                          note=RANDOM_MODELS_NOTE))
     return summary

@@ -114,6 +114,11 @@ class Manifest:
 
     # --- config -----------------------------------------------------------------------------------------------
 
+    def stored_config(self) -> dict | None:
+        """The resolved config the last run stored (record_config), or None before any run."""
+        value = self._meta("config")
+        return None if value is None else json.loads(value)
+
     def record_config(self, config: dict) -> list[str]:
         """Store the run's resolved config; return the keys whose values differ from the previous run's (empty on
         the first run or when nothing changed), so the driver can report a changed config."""

@@ -28,7 +28,8 @@ from sparkle_fast._io import atomic_write
 from .config import PipelineConfig
 from .inputs import read_inputs
 from .manifest import Manifest
-from .runner import LocalRunner
+from .runner import LocalRunner, disk_full_error, is_disk_full
+from .workers import ShardedRunner, needs_workers
 
 STAGE_NUMBERS = (1, 2, 3, 4, 5)
 TIME_KEYS = ("model", "kernel", "io", "model_load")
@@ -52,8 +53,9 @@ def parse_stages(text: str) -> list[int]:
 class Progress:
     """Per-stage progress lines on stderr: count, rate and ETA."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, prefix: str = ""):
         self.stream = stream or sys.stderr
+        self.prefix = prefix
         self._started: dict[str, float] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
@@ -64,7 +66,7 @@ class Progress:
         rate = (done - 1) / (now - start) if done > 1 and now > start else None
         eta = f", ETA {(total - done) / rate:.0f} s" if rate else ""
         rate_text = f", {rate:.2f} samples/s" if rate else ""
-        print(f"[{stage}] {done}/{total}{rate_text}{eta}", file=self.stream, flush=True)
+        print(f"{self.prefix}[{stage}] {done}/{total}{rate_text}{eta}", file=self.stream, flush=True)
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -132,8 +134,11 @@ def run_summary(manifest: Manifest, stage_names: dict[int, str], wall_seconds: f
 def run_pipeline(input: str | Path, out: str | Path, config: PipelineConfig, models: str | Path = "tiny",
                  stages: Iterable[int] = range(1, 6), limit: int | None = None,
                  log: Callable[[str], None] | None = None, progress: Callable[[str, int, int], None] | None = None,
-                 stage_objects: list | None = None) -> dict:
+                 stage_objects: list | None = None, devices: list[str] | None = None) -> dict:
     """Run the pipeline (module docstring); returns the summary written to out/summary.json.
+
+    devices: workers.parse_devices' list; None or one device this process can use runs here (LocalRunner), else one
+    worker process per device on disjoint shards (workers.ShardedRunner; not with stage_objects).
 
     Raises ValueError for unusable inputs and models.ModelFolderError for a missing or incomplete model folder,
     both before any sample is processed."""
@@ -152,6 +157,7 @@ def run_pipeline(input: str | Path, out: str | Path, config: PipelineConfig, mod
     for problem in inputs.problems:
         log(f"input: {problem}")
     samples = inputs.samples if limit is None else inputs.samples[:max(0, limit)]
+    only = None if limit is None else {s.id for s in samples}  # --limit N: run these N, leave the others waiting
 
     # Models first: a missing folder must stop the run before anything is written.
     if not (isinstance(models, str) and models == "tiny"):
@@ -165,10 +171,21 @@ def run_pipeline(input: str | Path, out: str | Path, config: PipelineConfig, mod
         if changed:
             log("config changed since the last run: " + ", ".join(changed))
         _write_json(out_layout.root / "config.json", config.to_dict())
-        runner = LocalRunner(config.run.chunk_size, config.run.max_attempts, progress or Progress())
+        if devices is not None and needs_workers(devices):
+            if stage_objects is not None:
+                raise ValueError("stage_objects cannot cross into worker processes; run them on one device")
+            log(f"{len(devices)} worker(s): {', '.join(devices)}; logs in {out_layout.root / 'logs'}")
+            runner = ShardedRunner(devices, models, chosen, only=only)
+        else:
+            runner = LocalRunner(config.run.chunk_size, config.run.max_attempts, progress or Progress(), only=only)
         runner.run(stage_list, manifest, out_layout, config, models)
-        rows = write_index_files(manifest, out_layout)
-        summary = run_summary(manifest, {s.number: s.name for s in stage_list}, time.perf_counter() - started,
-                              changed, inputs.problems, rows)
-    _write_json(out_layout.root / "summary.json", summary)
+        try:
+            rows = write_index_files(manifest, out_layout)
+            summary = run_summary(manifest, {s.number: s.name for s in stage_list}, time.perf_counter() - started,
+                                  changed, inputs.problems, rows)
+            _write_json(out_layout.root / "summary.json", summary)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(exc, out_layout.root, "writing the index files") from exc
+            raise
     return summary

@@ -3,13 +3,19 @@
 LocalRunner works through the samples in chunks; for each chunk it runs stage 1 on every sample still pending, then
 loads stage 2's models and runs them on the survivors, and so on, releasing each stage's models before the next
 stage's load, so one GPU holds one stage's models at a time. A Ray runner (an actor pool per stage) implements the
-same run() over the same stages and manifest.
+same run() over the same stages and manifest. ShardedRunner (workers.py) runs one LocalRunner process per GPU on
+disjoint shards of the samples.
 
 An exception inside a stage (out-of-memory included) fails that sample with the error as its reason; the run goes on.
+A full disk is not the sample's fault: the run stops with DiskFullError, no attempt is counted against the sample,
+and everything committed before stays in the manifest (SQLite rolls back the transaction it could not write), so
+the same command resumes once there is space.
 """
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -19,6 +25,31 @@ from sparkle_fast.layout import SparkleLayout
 from sparkle_fast.stages.base import Sample, Stage, StageContext, StageOutcome
 
 from .manifest import Manifest
+
+
+class DiskFullError(RuntimeError):
+    """The disk (or quota) under the output folder is full; the message says where and what to do."""
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for ENOSPC / EDQUOT anywhere in the exception's cause chain, or SQLite's "database or disk is full"."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            return True
+        if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full_error(exc: BaseException, root, doing: str) -> DiskFullError:
+    return DiskFullError(f"disk full under {root} while {doing} ({exc}); free space there and rerun the same "
+                         "command: finished work is kept in the manifest")
 
 
 class Runner(Protocol):
@@ -38,21 +69,34 @@ def _release_gpu_memory() -> None:
 class LocalRunner:
     """Chunked, stage-by-stage execution in this process (one GPU)."""
 
-    def __init__(self, chunk_size: int, max_attempts: int, progress: Callable[[str, int, int], None] | None = None):
+    def __init__(self, chunk_size: int, max_attempts: int, progress: Callable[[str, int, int], None] | None = None,
+                 shard: tuple[int, int] = (0, 1), only: set[str] | None = None):
+        """shard (k, n): only every n-th sample id from the k-th (sorted order); see driver/workers.py.
+        only: run these sample ids and leave the manifest's others alone (`sparkle-fast run --limit`)."""
         self.chunk_size = chunk_size
         self.max_attempts = max_attempts
         self.progress = progress or (lambda stage, done, total: None)
+        self.shard = shard
+        self.only = only
 
     def run(self, stages: Sequence[Stage], manifest: Manifest, layout: SparkleLayout, config: Any,
             models_source: Any) -> None:
         samples = {row.id: Sample(row.id, row.theme, row.src_video, row.prompt) for row in manifest.samples()}
-        order = sorted(samples)
+        shard, shards = self.shard
+        chosen = sorted(samples) if self.only is None else sorted(set(samples) & self.only)
+        order = [sid for i, sid in enumerate(chosen) if i % shards == shard]
         for start in range(0, len(order), self.chunk_size):
             chunk = set(order[start:start + self.chunk_size])
             for stage in stages:
                 todo = [sid for sid in manifest.pending(stage.number, self.max_attempts) if sid in chunk]
-                if todo:
+                if not todo:
+                    continue
+                try:
                     self._run_stage(stage, [samples[sid] for sid in todo], manifest, layout, config, models_source)
+                except sqlite3.OperationalError as exc:  # the manifest itself could not be written
+                    if is_disk_full(exc):
+                        raise disk_full_error(exc, layout.root, f"recording {stage.name} results") from exc
+                    raise
 
     def _run_stage(self, stage: Stage, todo: list[Sample], manifest: Manifest, layout: SparkleLayout, config: Any,
                    models_source: Any) -> None:
@@ -68,6 +112,8 @@ class LocalRunner:
                 try:
                     outcome = stage.run(sample, context)
                 except Exception as exc:  # one bad sample never stops the run
+                    if is_disk_full(exc):  # ... but a full disk stops them all: nothing recorded, no attempt used
+                        raise disk_full_error(exc, layout.root, f"{stage.name} wrote sample {sample.id}") from exc
                     outcome = StageOutcome.failed(f"{type(exc).__name__}: {exc}")
                     traceback.print_exc()  # the full trace for the log; the manifest keeps the message
                     _release_gpu_memory()  # after an out-of-memory error, give the cache back before going on

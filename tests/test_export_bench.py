@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 
 from sparkle_fast import layout, video
 from sparkle_fast.driver.cli import main
@@ -65,3 +69,46 @@ def test_export_bench_writes_sparkle_bench(tmp_path, capsys):
 def test_export_bench_without_a_run(tmp_path, capsys):
     assert main(["export-bench", str(tmp_path / "nothing")]) == 2
     assert "no manifest" in capsys.readouterr().err
+
+
+KILLER = """
+import os, signal, sys
+from sparkle_fast import layout
+from sparkle_fast.driver import export_bench as module
+
+target, after = sys.argv[3], int(sys.argv[4])
+calls = {"n": 0}
+
+def killing(real):
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > after:
+            os.kill(os.getpid(), signal.SIGKILL)  # as a kill -9 from outside: no cleanup runs
+        return real(*args, **kwargs)
+    return wrapper
+
+if target == "copy":
+    module._copy = killing(module._copy)
+else:  # the index files, written after every copy
+    module.layout_mod.write_jsonl = killing(layout.write_jsonl)
+module.export_bench(sys.argv[1], sys.argv[2])
+"""
+
+
+def _tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("target,after", [("copy", 0), ("copy", 1), ("index", 0)])
+def test_export_killed_then_rerun_equals_a_clean_export(tmp_path, target, after):
+    """SIGKILL during export-bench (before the first copy, between copies, while writing the index files), then the
+    same command again: the benchmark folder equals an uninterrupted export, with no temporary files left."""
+    out = _run_folder(tmp_path)
+    clean = tmp_path / "clean_bench"
+    assert main(["export-bench", str(out.root), "--bench", str(clean)]) == 0
+    bench = tmp_path / "bench"
+    killed = subprocess.run([sys.executable, "-c", KILLER, str(out.root), str(bench), target, str(after)],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert main(["export-bench", str(out.root), "--bench", str(bench)]) == 0
+    assert _tree(bench) == _tree(clean) and not [p for p in bench.rglob("*.tmp")]

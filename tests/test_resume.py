@@ -16,9 +16,10 @@ import pytest
 TIMED = {"summary.json", "report.html"}
 
 
-def run_demo(out: Path, kill_when: str | None = None) -> tuple[int, str]:
+def run_demo(out: Path, kill_when: str | None = None, extra: tuple[str, ...] = ()) -> tuple[int, str]:
     """Run the demo command; with kill_when, SIGKILL it as soon as a progress line starts with that text."""
-    process = subprocess.Popen([sys.executable, "-u", "-m", "sparkle_fast.driver.cli", "demo", "--out", str(out)],
+    process = subprocess.Popen([sys.executable, "-u", "-m", "sparkle_fast.driver.cli", "demo", "--out", str(out),
+                                *extra],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines = []
     for line in process.stderr:
@@ -40,7 +41,7 @@ def snapshot(out: Path) -> dict:
     files = {}
     for path in sorted(out.rglob("*")):
         relative = path.relative_to(out).as_posix()
-        if path.is_dir() or relative.startswith(("manifest.sqlite", "report_media/")):
+        if path.is_dir() or relative.startswith(("manifest.sqlite", "report_media/", "logs/")):
             continue
         files[relative] = "present" if relative in TIMED else hashlib.sha256(path.read_bytes()).hexdigest()
     return {"samples": samples, "results": rows, "files": files}
@@ -63,3 +64,17 @@ def test_sigkill_then_rerun_equals_a_clean_run(tmp_path, clean_run, kill_when):
     assert code == 0, log
     assert snapshot(out) == clean_run
     assert not [p for p in out.rglob("*.tmp")], "temporary files left behind"
+
+
+def test_two_worker_processes_equal_a_clean_run(tmp_path, clean_run):
+    """`--device cpu,cpu`: two worker processes on disjoint shards, one manifest; the same dataset as one process."""
+    out = tmp_path / "demo"
+    code, log = run_demo(out, extra=("--device", "cpu,cpu"))
+    assert code == 0, log
+    assert "2 worker(s): cpu, cpu" in log
+    assert snapshot(out) == clean_run
+    logs = sorted((out / "logs").glob("worker-*.log"))
+    assert [p.name for p in logs] == ["worker-0.log", "worker-1.log"]
+    for path in logs:  # both took part: each ran stage 1 on its shard and finished
+        text = path.read_text()
+        assert "[collect] 1/" in text and '"finished": true' in text, text[-2000:]

@@ -142,3 +142,21 @@ def test_cli_reports_bad_config_and_inputs(tmp_path, capsys):
     assert "clip.fps" in capsys.readouterr().err
     assert main(["run", "--input", str(videos), "--out", str(tmp_path / "o"), "--set", "nokey"]) == 2
     assert "SECTION.KEY=VALUE" in capsys.readouterr().err
+
+
+def test_limit_runs_only_the_first_inputs_even_with_more_in_the_manifest(tmp_path):
+    videos = _videos(tmp_path, ["a.mp4", "b.mp4", "c.mp4"])
+    config = load_config(overrides={"run.themes": ["style"]})
+    out = tmp_path / "out"
+    quiet = dict(log=lambda m: None, progress=lambda *a: None)
+    first = Scripted(1)
+    run_pipeline(videos, out, config, stage_objects=[first], limit=1, **quiet)
+    assert first.runs == 1
+    run_pipeline(videos, out, config, stage_objects=[Scripted(1)], **quiet)  # all three through stage 1
+    # three samples wait for stage 2, but --limit 2 runs only the first two inputs
+    second = Scripted(2)
+    summary = run_pipeline(videos, out, config, stage_objects=[second], limit=2, **quiet)
+    assert second.runs == 2 and summary["stages"]["2"]["kept"] == 2
+    rest = Scripted(2)
+    run_pipeline(videos, out, config, stage_objects=[rest], **quiet)
+    assert rest.runs == 1

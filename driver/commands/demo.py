@@ -12,15 +12,23 @@ HELP = "run the five stages on generated clips with tiny random models and write
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/demo", help="output folder (default out/demo); rerun to resume")
     parser.add_argument("--config", help="another config file instead of the demo's (sparkle_fast/data/demo.toml)")
+    parser.add_argument("--device", default="auto",
+                        help="as `sparkle-fast run --device` (default auto); cpu,cpu runs two CPU worker processes")
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
     from sparkle_fast.driver.demo import run_demo
+    from sparkle_fast.driver.workers import DeviceError, parse_devices
     from sparkle_fast.layout_check import check_dataset
 
-    summary = run_demo(args.out, config_path=args.config)
+    try:
+        devices = parse_devices(args.device)
+    except DeviceError as exc:
+        print(f"sparkle-fast demo: {exc}", file=sys.stderr)
+        return 2
+    summary = run_demo(args.out, config_path=args.config, devices=devices)
     for number, stage in summary["stages"].items():
         print(f"stage {number} {stage['name']}: kept {stage['kept']}, rejected {stage['rejected']}, "
               f"failed {stage['failed']}, {stage['seconds']:.1f} s")
