@@ -24,8 +24,9 @@ Method (per clip, frames sampled at 2 FPS by default when a path is given):
      (4 of the calibration grid's static clips did); a set of points that provably never moved cannot be fooled so.
   4. Every other clip (method "homography"): for every consecutive pair (t, t+1), corners of frame t tracked to t+1
      and back; RANSAC homography per pair (ops.find_homographies, threshold `ransac_threshold_px`), then a second
-     RANSAC on the points the first left out; the background's model is the one whose inliers cover more of the
-     frame's border cells, so RANSAC does not lock onto a large textured subject. Each is one batched launch.
+     RANSAC on the points the first left out; the background's model is the one holding the larger share of each
+     frame side's tracked points (side_share), so RANSAC does not lock onto a large textured subject, which holds
+     more points than a plain background but reaches at most two sides. Each is one batched launch.
   5. The same two-model RANSAC on the direct tracks (frame 0 -> t); the background is then one set of points, those
      on the chosen model in most frames, and every frame 0 -> t homography is refitted on that set (`from_first`).
      Why: a motion slower than the RANSAC threshold per pair lets one pair homography fit the background and a still
@@ -309,9 +310,7 @@ def _still_points(direct: _DirectTracks, size: tuple[int, int], th: CameraThresh
     src = np.asarray(direct.src.cpu(), np.float64)
     dst = np.asarray(direct.dst.cpu(), np.float64)
     near_np, tracked_np, valid_np = np.asarray(near.cpu()), np.asarray(direct.tracked.cpu()), direct.valid
-    rows, cols = th.cells
-    cell_r, cell_c = np.divmod(np.arange(rows * cols), cols)
-    sides = np.stack([cell_r < 2, cell_r >= rows - 2, cell_c < 2, cell_c >= cols - 2])  # (4, cells)
+    sides = frame_sides(th.cells)  # (4, cells)
     ring = border_cells(th.cells)
     out: list[CameraMotion | None] = []
     for c, (n, start) in enumerate(zip(direct.n_pairs, direct.first_row, strict=True)):
@@ -374,8 +373,9 @@ def _background_homographies(points, moved, tracked, th: CameraThresholds):
 
     RANSAC keeps the largest consistent motion, which is the subject's when the subject holds more good corners than
     the background (a textured subject in front of a plain wall). So a second RANSAC fits the points the first
-    model left out, and of the two the background is the one whose inliers cover more of the frame's border cells:
-    a subject (at most ~40% of the frame) rarely reaches around the whole border, the background does.
+    model left out, and of the two the background is the one with the larger side_share: a subject (at most ~40%
+    of the frame) reaches at most two sides, the background surrounds the frame. (Counting the border points each
+    model holds, as before, let a dense subject win over a plain background.)
     """
     def fit(mask):
         h, inl = find_homographies(points, moved, mask, threshold=th.ransac_threshold_px,
@@ -393,10 +393,27 @@ def _background_homographies(points, moved, tracked, th: CameraThresholds):
     import torch
 
     h2, in2 = fit(torch.from_numpy(rest & second[:, None]).to(tracked.device))
-    ring = border_cells(th.cells)
-    cover1, cover2 = (in1 & ring).sum(1), (in2 & ring).sum(1)
-    use2 = second & np.isfinite(h2).all(axis=(1, 2)) & (cover2 > cover1)
+    score1, score2 = side_share(in1, tracked_np, th.cells), side_share(in2, tracked_np, th.cells)
+    use2 = second & np.isfinite(h2).all(axis=(1, 2)) & (score2 > score1)
     return np.where(use2[:, None, None], h2, h1), np.where(use2[:, None], in2, in1)
+
+
+def frame_sides(cells: tuple[int, int], width: int = 2) -> np.ndarray:
+    """bool (4, rows * cols): the grid cells along the top, bottom, left and right edges (select_points' order)."""
+    rows, cols = cells
+    r, c = np.divmod(np.arange(rows * cols), cols)
+    return np.stack([r < width, r >= rows - width, c < width, c >= cols - width])
+
+
+def side_share(inliers: np.ndarray, tracked: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
+    """float (P,): over the frame's 4 sides, the sum of the share of each side's tracked points that are inliers.
+    The background surrounds the frame and holds most of every side (score near 4, less the sides a subject
+    touches); a subject up to ~40% of the frame reaches at most 2 sides and part of each (score under ~1.3). Shares,
+    not counts: a strongly textured subject keeps more tracked points than a plain background does."""
+    sides = frame_sides(cells)
+    on = (inliers[:, None, :] & sides[None]).sum(-1)
+    seen = (tracked[:, None, :] & sides[None]).sum(-1)
+    return (on / np.maximum(seen, 1)).sum(-1)
 
 
 def _compose(pair_h: np.ndarray) -> np.ndarray:

@@ -181,3 +181,28 @@ def test_calibration_script_quick_runs_and_counts_wrong_verdicts():
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == 15 and all(row.rstrip(" |").endswith(("static", "moving")) for row in rows)
     assert "wrong verdicts" in result.stdout and ": 0 of 15" in result.stdout
+
+
+def test_side_share_prefers_the_surrounding_set_over_a_denser_subject():
+    """The background model is the one holding the larger share of each frame side's tracked points: a textured
+    subject block with every point tracked loses to a plain background that tracks only a few points per side."""
+    rows, cols = camera.CameraThresholds().cells
+    r, c = np.divmod(np.arange(rows * cols), cols)
+    subject = (r < 7) & (c < 9)                          # top-left block: touches the top and left sides
+    sparse_background = ~subject & ((r + c) % 4 == 0)    # a plain background: one point in four tracks
+    tracked = (subject | sparse_background)[None]
+    share_subject = camera.side_share(subject[None], tracked, (rows, cols))
+    share_background = camera.side_share(sparse_background[None], tracked, (rows, cols))
+    assert subject.sum() > sparse_background.sum()       # counted in points, the subject would win
+    assert share_background[0] > 2.0 > share_subject[0]
+
+
+def test_camera_following_a_subject_on_a_plain_background_measures_the_background():
+    """A 40% textured subject the camera follows (still in the frame) over a weakly textured photograph: the
+    subject holds more tracked points than the background. Counting border points chose the subject's (zero)
+    motion here, 4.97 px off at the last frame; shares of the frame sides choose the background."""
+    clip = make_clip("pan", speed=0.5, photo="coffee", subject_fraction=0.4, subject_speed=0.0, noise=2.0,
+                     n_frames=11, size=SIZE, seed=103)
+    r = camera.analyze(clip.frames)
+    assert r.static is False and r.method == "homography"
+    assert max(corner_error(h, clip.homographies[k + 1], SIZE) for k, h in enumerate(r.from_first)) <= 0.5
