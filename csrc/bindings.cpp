@@ -77,9 +77,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("passes"), py::arg("n_passes"), py::arg("n_pixels"), py::arg("min_votes"), py::arg("out"),
         py::arg("pack_out"), "Host twin of vote_packed: host addresses of packed passes and of the output.");
   m.def("ransac_score_host", &sparkle_fast::ransac_score_host, py::call_guard<py::gil_scoped_release>(),
-        py::arg("src"), py::arg("dst"), py::arg("n_valid"), py::arg("n_pairs"), py::arg("n_points"),
+        py::arg("src"), py::arg("dst"), py::arg("n_valid"), py::arg("keys"), py::arg("n_pairs"), py::arg("n_points"),
         py::arg("n_hyp"), py::arg("seed"), py::arg("thr2"), py::arg("scores"), py::arg("models"),
         "Host twin of ransac_score: host addresses of float32 src/dst [n_pairs][n_points][2], int32 n_valid, "
+        "uint32 keys [n_pairs], "
         "int32 scores [n_pairs][n_hyp] and float64 models [n_pairs][n_hyp][9].");
 
 #ifdef SPARKLE_FAST_WITH_CUDA
@@ -112,7 +113,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("stream"),
         "Vote over packed passes [n_passes][ceil(n_pixels/8)] (device pointer); out as for vote_u8.");
   m.def("ransac_score", &ransac_score_cuda, py::call_guard<py::gil_scoped_release>(), py::arg("src"),
-        py::arg("dst"), py::arg("n_valid"), py::arg("n_pairs"), py::arg("n_points"), py::arg("n_hyp"),
+        py::arg("dst"), py::arg("n_valid"), py::arg("keys"), py::arg("n_pairs"), py::arg("n_points"), py::arg("n_hyp"),
         py::arg("seed"), py::arg("thr2"), py::arg("scores"), py::arg("models"), py::arg("stream"),
         "Score n_hyp RANSAC homography hypotheses for every pair in one launch (device pointers; see ransac.h).");
 #endif

@@ -21,7 +21,8 @@ constexpr int kThreads = 128;
 constexpr int kTile = 256;  // correspondences per shared-memory tile
 
 __global__ void ransac_score_kernel(const float* __restrict__ src, const float* __restrict__ dst,
-                                    const int* __restrict__ n_valid, int n_points, int n_hyp, uint32_t seed,
+                                    const int* __restrict__ n_valid, const uint32_t* __restrict__ keys,
+                                    int n_points, int n_hyp, uint32_t seed,
                                     double thr2, int* __restrict__ scores, double* __restrict__ models) {
   __shared__ float4 tile[kTile];  // (sx, sy, dx, dy)
   const int b = blockIdx.y;
@@ -32,7 +33,7 @@ __global__ void ransac_score_kernel(const float* __restrict__ src, const float* 
 
   double h[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
   bool ok = false;
-  if (hyp < n_hyp && n >= 4) ok = ransac_core::make_hypothesis(s, d, uint32_t(n), seed, uint32_t(b), uint32_t(hyp), h);
+  if (hyp < n_hyp && n >= 4) ok = ransac_core::make_hypothesis(s, d, uint32_t(n), seed, keys[b], uint32_t(hyp), h);
   int count = 0;
   for (int start = 0; start < n; start += kTile) {  // every thread joins every tile: __syncthreads is uniform
     const int m = min(kTile, n - start);
@@ -56,8 +57,8 @@ __global__ void ransac_score_kernel(const float* __restrict__ src, const float* 
 
 }  // namespace
 
-void ransac_score_cuda(std::uintptr_t src, std::uintptr_t dst, std::uintptr_t n_valid, int n_pairs, int n_points,
-                       int n_hyp, std::uint32_t seed, double thr2, std::uintptr_t scores, std::uintptr_t models,
+void ransac_score_cuda(std::uintptr_t src, std::uintptr_t dst, std::uintptr_t n_valid, std::uintptr_t keys,
+                       int n_pairs, int n_points, int n_hyp, std::uint32_t seed, double thr2, std::uintptr_t scores, std::uintptr_t models,
                        std::uintptr_t stream) {
   if (n_pairs < 0 || n_points < 0 || n_hyp < 0)
     throw std::invalid_argument("ransac_score_cuda: negative size (n_pairs " + std::to_string(n_pairs) +
@@ -67,7 +68,7 @@ void ransac_score_cuda(std::uintptr_t src, std::uintptr_t dst, std::uintptr_t n_
   const dim3 grid((n_hyp + kThreads - 1) / kThreads, n_pairs);
   ransac_score_kernel<<<grid, kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
       reinterpret_cast<const float*>(src), reinterpret_cast<const float*>(dst), reinterpret_cast<const int*>(n_valid),
-      n_points, n_hyp, seed, thr2, reinterpret_cast<int*>(scores), reinterpret_cast<double*>(models));
+      reinterpret_cast<const uint32_t*>(keys), n_points, n_hyp, seed, thr2, reinterpret_cast<int*>(scores), reinterpret_cast<double*>(models));
   check_cuda(cudaGetLastError(), "ransac_score_cuda launch");
 }
 

@@ -3,7 +3,8 @@
 // (sparkle_fast/ops/homography.py) restates the same arithmetic in the same order.
 //
 // A hypothesis (pair b, index h) draws 4 of the pair's n valid correspondences with a counter-based hash of
-// (seed, b, h, k): no state, so any thread can make any hypothesis and the draw is the same on every backend.
+// (seed, keys[b], h, k): no state, so any thread can make any hypothesis and the draw is the same on every backend
+// and, for a pair given the same key, in every batch.
 // It is rejected (score -1) when two draws repeat, when any 3 of the 4 points are collinear in src or dst, when the
 // 4 triangles change orientation inconsistently between src and dst (OpenCV's sample check), or when the 8x8 DLT
 // system with h33 = 1 is singular. Otherwise its score is the number of correspondences with squared reprojection
@@ -30,7 +31,7 @@ SF_HD uint32_t mix32(uint32_t x) {
   return x;
 }
 
-// The k-th (0..3) correspondence index of hypothesis h of pair b, in [0, n).
+// The k-th (0..3) correspondence index of hypothesis h of the pair keyed `pair`, in [0, n).
 SF_HD uint32_t sample_index(uint32_t seed, uint32_t pair, uint32_t hyp, uint32_t k, uint32_t n) {
   uint32_t h = mix32(seed ^ 0x9e3779b9u);
   h = mix32(h ^ pair);

@@ -10,8 +10,8 @@
 
 namespace sparkle_fast {
 
-void ransac_score_host(std::uintptr_t src_addr, std::uintptr_t dst_addr, std::uintptr_t n_valid_addr, int n_pairs,
-                       int n_points, int n_hyp, std::uint32_t seed, double thr2, std::uintptr_t scores_addr,
+void ransac_score_host(std::uintptr_t src_addr, std::uintptr_t dst_addr, std::uintptr_t n_valid_addr,
+                       std::uintptr_t keys_addr, int n_pairs, int n_points, int n_hyp, std::uint32_t seed, double thr2, std::uintptr_t scores_addr,
                        std::uintptr_t models_addr) {
   if (n_pairs < 0 || n_points < 0 || n_hyp < 0)
     throw std::invalid_argument("ransac_score_host: negative size (n_pairs " + std::to_string(n_pairs) +
@@ -19,6 +19,7 @@ void ransac_score_host(std::uintptr_t src_addr, std::uintptr_t dst_addr, std::ui
   const float* src = reinterpret_cast<const float*>(src_addr);
   const float* dst = reinterpret_cast<const float*>(dst_addr);
   const int* n_valid = reinterpret_cast<const int*>(n_valid_addr);
+  const std::uint32_t* keys = reinterpret_cast<const std::uint32_t*>(keys_addr);
   int* scores = reinterpret_cast<int*>(scores_addr);
   double* models = reinterpret_cast<double*>(models_addr);
   for (int b = 0; b < n_pairs; ++b) {
@@ -29,7 +30,7 @@ void ransac_score_host(std::uintptr_t src_addr, std::uintptr_t dst_addr, std::ui
       double* h = models + (int64_t(b) * n_hyp + hyp) * 9;
       for (int k = 0; k < 9; ++k) h[k] = 0.0;
       int count = -1;
-      if (n >= 4 && ransac_core::make_hypothesis(s, d, uint32_t(n), seed, uint32_t(b), uint32_t(hyp), h)) {
+      if (n >= 4 && ransac_core::make_hypothesis(s, d, uint32_t(n), seed, keys[b], uint32_t(hyp), h)) {
         count = 0;
         for (int i = 0; i < n; ++i)
           count += ransac_core::is_inlier(h, s[2 * i], s[2 * i + 1], d[2 * i], d[2 * i + 1], thr2) ? 1 : 0;

@@ -217,7 +217,8 @@ def _analyze_group(grays: list, size: tuple[int, int], th: CameraThresholds) -> 
     # Step 5: the frame 0 -> t background homographies from the same direct tracks (why: module docstring).
     rows = np.concatenate([np.arange(direct.first_row[i], direct.first_row[i] + direct.n_pairs[i]) for i in rest])
     rows_t = torch.as_tensor(rows, device=direct.src.device)
-    _, inliers = _background_homographies(direct.src[rows_t], direct.dst[rows_t], direct.tracked[rows_t], th)
+    keys = np.concatenate([np.arange(direct.n_pairs[i]) for i in rest])
+    _, inliers = _background_homographies(direct.src[rows_t], direct.dst[rows_t], direct.tracked[rows_t], th, keys)
     h0t = _consistent_background(direct, rest, inliers, th)
     trusted = np.isfinite(h0t).all(axis=(1, 2))
     disp = np.where(trusted, corner_displacement(np.nan_to_num(h0t), size), np.nan)
@@ -348,7 +349,8 @@ def _pairwise(grays: list, size: tuple[int, int], th: CameraThresholds) -> list[
     back, st_b, _ = track_points(nxt, prev, fwd, window=th.window, max_level=th.max_level)
     fb_ok = (back - points).norm(dim=-1) <= th.fb_threshold_px
     tracked = valid & st_f & st_b & fb_ok
-    h, inliers = _background_homographies(points, fwd, tracked, th)
+    keys = np.concatenate([np.arange(g.shape[0] - 1) for g in grays])
+    h, inliers = _background_homographies(points, fwd, tracked, th, keys)
     n_valid = valid.sum(1).cpu().numpy()
     n_tracked = tracked.sum(1).cpu().numpy()
     n_inliers = inliers.sum(1)
@@ -368,7 +370,7 @@ def border_cells(cells: tuple[int, int], width: int = 2) -> np.ndarray:
     return (r < width) | (r >= rows - width) | (c < width) | (c >= cols - width)
 
 
-def _background_homographies(points, moved, tracked, th: CameraThresholds):
+def _background_homographies(points, moved, tracked, th: CameraThresholds, keys: np.ndarray):
     """The background's homography per pair, and its inliers (numpy (P, 3, 3), (P, N)).
 
     RANSAC keeps the largest consistent motion, which is the subject's when the subject holds more good corners than
@@ -376,10 +378,12 @@ def _background_homographies(points, moved, tracked, th: CameraThresholds):
     model left out, and of the two the background is the one with the larger side_share: a subject (at most ~40%
     of the frame) reaches at most two sides, the background surrounds the frame. (Counting the border points each
     model holds, as before, let a dense subject win over a plain background.)
+    keys (P,): each pair's index within its clip keys its RANSAC draw, so a clip's verdict does not depend on the
+    other clips in its batch.
     """
     def fit(mask):
         h, inl = find_homographies(points, moved, mask, threshold=th.ransac_threshold_px,
-                                   max_iters=th.ransac_iters, seed=th.seed)
+                                   max_iters=th.ransac_iters, seed=th.seed, keys=keys)
         return (np.asarray(h.cpu()) if hasattr(h, "cpu") else np.asarray(h),
                 np.asarray(inl.cpu()) if hasattr(inl, "cpu") else np.asarray(inl))
 

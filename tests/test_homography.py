@@ -36,8 +36,9 @@ def test_host_twin_scores_equal_reference():
     usable = hm._usable(src, dst, None)
     usable[1, ::3] = False
     src_c, dst_c, n_valid = hm._compact(src, dst, usable)
-    want_scores, want_models = hm.score_hypotheses_reference(src_c, dst_c, n_valid, 300, 7, 4.0)
-    got_scores, got_models = hm.score_hypotheses_host_twin(src_c, dst_c, n_valid, 300, 7, 4.0)
+    keys = np.array([7, 2**32 - 1, 0], np.uint32)  # the largest key too: the hash is uint32 arithmetic
+    want_scores, want_models = hm.score_hypotheses_reference(src_c, dst_c, n_valid, keys, 300, 7, 4.0)
+    got_scores, got_models = hm.score_hypotheses_host_twin(src_c, dst_c, n_valid, keys, 300, 7, 4.0)
     assert np.array_equal(got_scores, want_scores)
     ok = want_scores >= 0
     assert ok.mean() > 0.2 and (want_scores == -1).any()
@@ -88,6 +89,34 @@ def test_degenerate_inputs_give_nan_not_errors():
     assert h0.shape == (0, 3, 3) and inl0.shape == (0, 0)
 
 
+def test_keys_make_a_pair_independent_of_its_batch():
+    """Keyed draws: a pair gives the same result at any position and beside any other pairs; without keys its
+    draw follows its position in the batch."""
+    src, dst, _ = _data(n_pairs=4, outliers=0.45)
+    keys = np.array([11, 3, 4_000_000_000, 3], np.uint64)
+    h_all, in_all = find_homographies(src, dst, seed=2, max_iters=8, refine=False, keys=keys)
+    order = [3, 1, 0]
+    h_some, in_some = find_homographies(src[order], dst[order], seed=2, max_iters=8, refine=False, keys=keys[order])
+    assert np.array_equal(h_some, h_all[order]) and np.array_equal(in_some, in_all[order])
+    single_h, _ = find_homographies(src[2], dst[2], seed=2, max_iters=8, refine=False, keys=keys[2])
+    assert np.array_equal(single_h, h_all[2])
+    moved, _ = find_homographies(src[[1, 2]], dst[[1, 2]], seed=2, max_iters=8, refine=False)  # unkeyed: keys 0 and 1
+    keyed_as_moved, _ = find_homographies(src[2], dst[2], seed=2, max_iters=8, refine=False, keys=[1])
+    assert np.array_equal(moved[1], keyed_as_moved)
+    # the draw itself depends on the key (the refined result above may still agree)
+    n = np.array([120])
+    assert not np.array_equal(hm.sample_indices(2, n, 64, np.array([1], np.uint32)),
+                              hm.sample_indices(2, n, 64, np.array([2], np.uint32)))
+
+
+@pytest.mark.parametrize("keys", [[1, 2], [[1, 2, 3, 4, 5]], [-1, 0, 0, 0, 0], [0, 0, 0, 0, 2**32],
+                                  [0.5, 0, 0, 0, 0]])
+def test_bad_keys_are_named(keys):
+    src = np.zeros((5, 6, 2), np.float32)
+    with pytest.raises(ValueError, match="keys must be 5 integers"):
+        find_homographies(src, src, keys=np.array(keys))
+
+
 @pytest.mark.parametrize("bad, match", [
     (dict(threshold=0), "threshold"), (dict(max_iters=0), "max_iters"), (dict(confidence=1.0), "confidence"),
     (dict(seed=-1), "seed"),
@@ -103,10 +132,13 @@ def test_bad_arguments(bad, match):
 
 
 @pytest.mark.gpu
-def test_cuda_matches_reference():
+@pytest.mark.parametrize("keyed", [False, True])
+def test_cuda_matches_reference(keyed):
     src, dst, _ = _data(n_pairs=40, n=300)
-    want_h, want_in = find_homographies_reference(src, dst)
-    got_h, got_in = find_homographies(torch.from_numpy(src).cuda(), torch.from_numpy(dst).cuda(), backend="cuda")
+    keys = np.random.default_rng(3).integers(0, 2**32, 40, dtype=np.uint64) if keyed else None
+    want_h, want_in = find_homographies_reference(src, dst, keys=keys)
+    got_h, got_in = find_homographies(torch.from_numpy(src).cuda(), torch.from_numpy(dst).cuda(), backend="cuda",
+                                      keys=keys)
     for b in range(len(src)):
         assert corner_error(got_h[b].cpu().numpy(), want_h[b], (320, 320)) <= 1e-6
     assert (got_in.cpu().numpy() == want_in).mean() >= 0.999

@@ -2,17 +2,20 @@
 
 Public op (numpy / torch CPU or CUDA / cupy in, the same kind out; see sparkle_fast.ops._dispatch):
 
-  find_homographies(src, dst, valid=None, *, threshold=3.0, max_iters=512, confidence=0.995, seed=0, refine=True)
-      -> (homographies float64 (B, 3, 3), inliers bool (B, N))
+  find_homographies(src, dst, valid=None, *, threshold=3.0, max_iters=512, confidence=0.995, seed=0, refine=True,
+                    keys=None) -> (homographies float64 (B, 3, 3), inliers bool (B, N))
       src, dst: float32 (B, N, 2) (or (N, 2): unbatched results) point correspondences in pixels, src -> dst.
       valid: optional bool (B, N); rows that are False, or hold a NaN/inf, are never sampled nor inliers.
+      keys: optional integers (B,) in 0..2**32-1 keying each pair's random draw (default: the pair's index in the
+      batch). Give a pair the same key (e.g. its frame index within its clip) and its result no longer depends on
+      which other pairs share the batch.
       A pair whose fit fails (fewer than 4 usable points, every sample degenerate, collinear points) gets a NaN
       homography and no inliers: a result, not an exception.
 
 The method, identical on every backend (the definition is find_homographies_reference):
   1. The usable correspondences of each pair are moved to the front (stable order), n of them.
-  2. Hypotheses h = 0..max_iters-1: 4 indices drawn by a counter-based hash of (seed, pair, h) (so the draw is the
-     same on every backend and for every batch composition), rejected when indices repeat, when 3 of the 4 points
+  2. Hypotheses h = 0..max_iters-1: 4 indices drawn by a counter-based hash of (seed, keys[pair], h) (so the draw
+     is the same on every backend), rejected when indices repeat, when 3 of the 4 points
      are collinear or the sample's orientation is inconsistent (OpenCV's check); else the 4-point DLT (h33 = 1,
      Gaussian elimination in float64) and its inlier count: squared reprojection error <= threshold**2.
   3. The winner is the hypothesis OpenCV's sequential loop would keep: the first with the most inliers among those
@@ -49,6 +52,18 @@ _REFERENCE_CHUNK = 32  # pairs per vectorized chunk of the reference (bounds its
 # --- argument checks -----------------------------------------------------------------------------------------------
 
 
+def _check_keys(keys, n_pairs: int) -> np.ndarray:
+    """uint32 (n_pairs,): the pairs' draw keys (their batch index when keys is None)."""
+    if keys is None:
+        return np.arange(n_pairs, dtype=np.uint32)
+    values = np.asarray(keys.cpu() if hasattr(keys, "cpu") else keys)
+    if values.shape != (n_pairs,) or values.dtype.kind not in "iu" or (
+            values.size and (values.min() < 0 or values.max() >= 1 << 32)):
+        raise ValueError(f"{_OP}: keys must be {n_pairs} integers in 0..2**32-1 (one per pair), got "
+                         f"{values.dtype} {values.shape}")
+    return values.astype(np.uint32)
+
+
 def _check_args(src, dst, valid, threshold, max_iters, confidence, seed):
     for name, pts in (("src", src), ("dst", dst)):
         dispatch.array_kind(pts, name, _OP)
@@ -83,11 +98,11 @@ def _mix32(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint32(16))
 
 
-def sample_indices(seed: int, n_valid: np.ndarray, n_hyp: int, first_pair: int = 0) -> np.ndarray:
-    """int64 (B, n_hyp, 4): the correspondence indices of every hypothesis of pairs first_pair.. (ransac_core.h's
-    sample_index; pair ids are global so that chunks draw as the whole batch does)."""
+def sample_indices(seed: int, n_valid: np.ndarray, n_hyp: int, keys: np.ndarray) -> np.ndarray:
+    """int64 (B, n_hyp, 4): the correspondence indices of every hypothesis of the pairs keyed `keys` (uint32 (B,));
+    ransac_core.h's sample_index."""
     with np.errstate(over="ignore"):
-        pairs = (np.arange(len(n_valid), dtype=np.uint32) + np.uint32(first_pair))[:, None, None]
+        pairs = np.asarray(keys, np.uint32)[:, None, None]
         hyps = np.arange(n_hyp, dtype=np.uint32)[None, :, None]
         ks = np.arange(4, dtype=np.uint32)[None, None, :]
         h = _mix32(np.uint32(seed) ^ np.uint32(0x9E3779B9))
@@ -143,9 +158,10 @@ def _inlier_mask(h, sx, sy, dx, dy, thr2):
         return ex * ex + ey * ey <= thr2
 
 
-def score_hypotheses_reference(src_c: np.ndarray, dst_c: np.ndarray, n_valid: np.ndarray, n_hyp: int, seed: int,
-                               thr2: float) -> tuple[np.ndarray, np.ndarray]:
-    """Step 2 in numpy. src_c, dst_c: float32 (B, N, 2) with the usable rows first; n_valid int (B,).
+def score_hypotheses_reference(src_c: np.ndarray, dst_c: np.ndarray, n_valid: np.ndarray, keys: np.ndarray,
+                               n_hyp: int, seed: int, thr2: float) -> tuple[np.ndarray, np.ndarray]:
+    """Step 2 in numpy. src_c, dst_c: float32 (B, N, 2) with the usable rows first; n_valid int (B,); keys uint32
+    (B,).
     Returns scores int32 (B, n_hyp) (-1 = rejected sample) and models float64 (B, n_hyp, 9)."""
     n_pairs, n_points = src_c.shape[:2]
     scores = np.full((n_pairs, n_hyp), -1, np.int32)
@@ -153,7 +169,7 @@ def score_hypotheses_reference(src_c: np.ndarray, dst_c: np.ndarray, n_valid: np
     for start in range(0, n_pairs, _REFERENCE_CHUNK):
         stop = min(start + _REFERENCE_CHUNK, n_pairs)
         nv = np.minimum(n_valid[start:stop], n_points)
-        idx = sample_indices(seed, nv, n_hyp, first_pair=start)
+        idx = sample_indices(seed, nv, n_hyp, keys[start:stop])
         distinct = np.ones(idx.shape[:2], bool)
         for k in range(4):
             for j in range(k):
@@ -279,7 +295,7 @@ def _compact(src, dst, usable):
 
 
 def find_homographies_reference(src, dst, valid=None, *, threshold: float = 3.0, max_iters: int = 512,
-                                confidence: float = 0.995, seed: int = 0, refine: bool = True):
+                                confidence: float = 0.995, seed: int = 0, refine: bool = True, keys=None):
     """Definition of find_homographies (numpy in, numpy out); see the module docstring."""
     _check_args(src, dst, valid, threshold, max_iters, confidence, seed)
     src, dst = np.asarray(src), np.asarray(dst)
@@ -287,29 +303,31 @@ def find_homographies_reference(src, dst, valid=None, *, threshold: float = 3.0,
     if not batched:
         src, dst = src[None], dst[None]
         valid = None if valid is None else np.asarray(valid)[None]
+        keys = None if keys is None else np.atleast_1d(np.asarray(keys))
     usable = _usable(src, dst, valid)
     src_c, dst_c, n_valid = _compact(src, dst, usable)
-    scores, models = score_hypotheses_reference(src_c, dst_c, n_valid, int(max_iters), int(seed),
-                                                float(threshold) ** 2)
+    scores, models = score_hypotheses_reference(src_c, dst_c, n_valid, _check_keys(keys, len(src)), int(max_iters),
+                                                int(seed), float(threshold) ** 2)
     h, inl = _finish(src, dst, usable, scores, models, n_valid, threshold, confidence, refine)
     return (h, inl) if batched else (h[0], inl[0])
 
 
-def score_hypotheses_host_twin(src_c, dst_c, n_valid, n_hyp, seed, thr2):
+def score_hypotheses_host_twin(src_c, dst_c, n_valid, keys, n_hyp, seed, thr2):
     """Step 2 by the CUDA kernel's code run on the host (sparkle_fast._C.ransac_score_host)."""
     ext = extension()
     if ext is None:
         raise dispatch.BackendUnavailableError(f"{_OP}: sparkle_fast._C is not built; pip install -e . first")
     src_c, dst_c = np.ascontiguousarray(src_c, np.float32), np.ascontiguousarray(dst_c, np.float32)
     n_valid = np.ascontiguousarray(n_valid, np.int32)
+    keys = np.ascontiguousarray(keys, np.uint32)
     scores = np.empty((src_c.shape[0], n_hyp), np.int32)
     models = np.empty((src_c.shape[0], n_hyp, 9), np.float64)
-    ext.ransac_score_host(src_c.ctypes.data, dst_c.ctypes.data, n_valid.ctypes.data, src_c.shape[0],
+    ext.ransac_score_host(src_c.ctypes.data, dst_c.ctypes.data, n_valid.ctypes.data, keys.ctypes.data, src_c.shape[0],
                           src_c.shape[1], n_hyp, seed, thr2, scores.ctypes.data, models.ctypes.data)
     return scores, models
 
 
-def _score_cuda(src_c, dst_c, n_valid, n_hyp, seed, thr2):
+def _score_cuda(src_c, dst_c, n_valid, keys, n_hyp, seed, thr2):
     """Step 2 on the GPU: torch CUDA tensors in, host numpy (scores, models) out."""
     import torch
 
@@ -318,15 +336,17 @@ def _score_cuda(src_c, dst_c, n_valid, n_hyp, seed, thr2):
     models = torch.empty((n_pairs, n_hyp, 9), dtype=torch.float64, device=src_c.device)
     for start in range(0, n_pairs, 65535):  # grid.y limit
         stop = min(start + 65535, n_pairs)
-        cuda_kernels().ransac_score(src_c[start].data_ptr(), dst_c[start].data_ptr(),
-                                    n_valid[start].data_ptr(), stop - start, n_points, n_hyp, seed, thr2,
+        # keys travel with their pairs, so a chunk draws as the whole batch does
+        cuda_kernels().ransac_score(src_c[start].data_ptr(), dst_c[start].data_ptr(), n_valid[start].data_ptr(),
+                                    keys[start].data_ptr(), stop - start, n_points, n_hyp, seed, thr2,
                                     scores[start].data_ptr(), models[start].data_ptr(),
                                     dispatch.current_stream_handle(src_c))
     return scores.cpu().numpy(), models.cpu().numpy()
 
 
 def find_homographies(src: Any, dst: Any, valid: Any = None, *, threshold: float = 3.0, max_iters: int = 512,
-                      confidence: float = 0.995, seed: int = 0, refine: bool = True, backend: str | None = "auto"):
+                      confidence: float = 0.995, seed: int = 0, refine: bool = True, keys: Any = None,
+                      backend: str | None = "auto"):
     """Batched RANSAC homographies src -> dst; see the module docstring. Returns (homographies float64 (B, 3, 3),
     inliers bool (B, N)) as the caller's array kind and device (no B for unbatched input)."""
     _check_args(src, dst, valid, threshold, max_iters, confidence, seed)
@@ -336,7 +356,7 @@ def find_homographies(src: Any, dst: Any, valid: Any = None, *, threshold: float
             for a, name in ((src, "src"), (dst, "dst"), (valid, "valid"))]
     if chosen == "reference":
         result = find_homographies_reference(*host, threshold=threshold, max_iters=max_iters,
-                                             confidence=confidence, seed=seed, refine=refine)
+                                             confidence=confidence, seed=seed, refine=refine, keys=keys)
         return tuple(dispatch.from_numpy(r, kind, like=src) for r in result)
 
     import torch
@@ -346,14 +366,17 @@ def find_homographies(src: Any, dst: Any, valid: Any = None, *, threshold: float
     if not batched:
         h_src, h_dst = h_src[None], h_dst[None]
         h_valid = None if h_valid is None else h_valid[None]
+        keys = None if keys is None else np.atleast_1d(np.asarray(keys))
     usable = _usable(h_src, h_dst, h_valid)
     src_c, dst_c, n_valid = _compact(h_src, h_dst, usable)
     tensor = dispatch.to_torch(src, kind)
     with dispatch.on_device_of(tensor, kind):
         device = tensor.device
+        # torch has no uint32 arithmetic everywhere; the kernel reads the same 4 bytes as int32
+        key_bits = _check_keys(keys, len(h_src)).view(np.int32)
         scores, models = _score_cuda(torch.from_numpy(src_c).to(device), torch.from_numpy(dst_c).to(device),
-                                     torch.from_numpy(n_valid).to(device), int(max_iters), int(seed),
-                                     float(threshold) ** 2)
+                                     torch.from_numpy(n_valid).to(device), torch.from_numpy(key_bits).to(device),
+                                     int(max_iters), int(seed), float(threshold) ** 2)
     h, inl = _finish(h_src, h_dst, usable, scores, models, n_valid, threshold, confidence, refine)
     if not batched:
         h, inl = h[0], inl[0]
