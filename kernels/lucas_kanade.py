@@ -80,7 +80,7 @@ def lk_level_kernel(prev_ptr, next_ptr, dx_ptr, dy_ptr, points_ptr, next_pts_ptr
                     IS_BOTTOM: tl.constexpr):
     """One level. prev/next/dx/dy: float32 (B, height, width) of this level; points: float32 (P, 2) at level 0;
     next_pts: float32 (P, 2) in this level's coordinates (in from the level above, out for the level below, or the
-    result at level 0); status: int8 (P,), 1 on entry; err: float32 (P,), written at level 0."""
+    result at level 0; at the top level the start guesses, in level-0 coordinates); status: int8 (P,), 1 on entry; err: float32 (P,), written at level 0."""
     pid = tl.program_id(0)
     p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
     pmask = p < n_points_total
@@ -90,9 +90,9 @@ def lk_level_kernel(prev_ptr, next_ptr, dx_ptr, dy_ptr, points_ptr, next_pts_ptr
     half = (WIN - 1) * 0.5
     prev_x = tl.load(points_ptr + 2 * p, mask=pmask, other=0.0) * scale
     prev_y = tl.load(points_ptr + 2 * p + 1, mask=pmask, other=0.0) * scale
-    if IS_TOP:
-        nx = prev_x
-        ny = prev_y
+    if IS_TOP:  # next_pts holds the start guesses at level 0 (the points themselves, or OpenCV's initial flow)
+        nx = tl.load(next_pts_ptr + 2 * p, mask=pmask, other=0.0) * scale
+        ny = tl.load(next_pts_ptr + 2 * p + 1, mask=pmask, other=0.0) * scale
     else:
         nx = tl.load(next_pts_ptr + 2 * p, mask=pmask, other=0.0) * 2.0
         ny = tl.load(next_pts_ptr + 2 * p + 1, mask=pmask, other=0.0) * 2.0

@@ -2,14 +2,17 @@
 
 Public ops (numpy / torch CPU or CUDA / cupy in, the same kind out; see sparkle_fast.ops._dispatch):
 
-  track_points(prev, next, points, *, window=21, max_level=3, max_iters=30, epsilon=0.01, min_eig_threshold=1e-4)
-      -> (next_points float32 (B, N, 2), status bool (B, N), error float32 (B, N))
+  track_points(prev, next, points, *, window=21, max_level=3, max_iters=30, epsilon=0.01, min_eig_threshold=1e-4,
+               initial=None) -> (next_points float32 (B, N, 2), status bool (B, N), error float32 (B, N))
       prev, next: uint8 gray (H, W) or (B, H, W), B frame pairs of one size; points: float32 (N, 2) or (B, N, 2),
       (x, y) pixel coordinates in prev. Unbatched inputs give unbatched outputs.
       Meaning: cv2.calcOpticalFlowPyrLK(prev, next, points, None, winSize=(window, window), maxLevel=max_level,
       criteria=(COUNT | EPS, max_iters, epsilon), minEigThreshold=min_eig_threshold) per pair: max_level=3 is OpenCV's
       default (levels 0..3; fewer when the image gets smaller than the window, as OpenCV does). status is OpenCV's;
       error is the mean |J - I| over the window (OpenCV's default error), 0 where status is False. NaN points fail.
+      initial: optional float32 like points, where the points are guessed to be in next (OpenCV's
+      OPTFLOW_USE_INITIAL_FLOW: the search starts there, scaled to the top pyramid level); a motion predicted
+      by a homography lets the pyramid track points that moved further than it can reach from zero.
   select_points(images, *, cells=(9, 16), margin=8, quality=0.01)
       -> (points float32 (B, R*C, 2), valid bool (B, R*C))
       A regular grid of R x C cells over the image (less a margin); in every cell the pixel with the largest
@@ -43,6 +46,16 @@ def _cv2():
 
 
 # --- argument checks -----------------------------------------------------------------------------------------------
+
+
+def _check_initial(points, initial) -> None:
+    if initial is None:
+        return
+    dispatch.array_kind(initial, "initial", _OP_TRACK)
+    dispatch.check_dtype(initial, ("float32",), "initial", _OP_TRACK)
+    if tuple(initial.shape) != tuple(points.shape):
+        raise ValueError(f"{_OP_TRACK}: initial must have the points' shape {tuple(points.shape)} (guessed positions "
+                         f"in next), got {tuple(initial.shape)}")
 
 
 def _check_track_args(prev, nxt, points, window, max_level, max_iters, epsilon):
@@ -86,14 +99,17 @@ def pyramid_max_level(height: int, width: int, window: int, max_level: int) -> i
 
 
 def track_points_reference(prev, nxt, points, *, window: int = 21, max_level: int = 3, max_iters: int = 30,
-                           epsilon: float = 0.01, min_eig_threshold: float = 1e-4):
+                           epsilon: float = 0.01, min_eig_threshold: float = 1e-4, initial=None):
     """Definition: cv2.calcOpticalFlowPyrLK on every pair (numpy in, numpy out)."""
     _check_track_args(prev, nxt, points, window, max_level, max_iters, epsilon)
+    _check_initial(points, initial)
     cv2 = _cv2()
     batched = prev.ndim == 3
     prev, nxt, points = (np.asarray(a) for a in (prev, nxt, points))
+    guesses = None if initial is None else np.asarray(initial)
     if not batched:
         prev, nxt, points = prev[None], nxt[None], points[None]
+        guesses = None if guesses is None else guesses[None]
     n_pairs, n = points.shape[:2]
     out_pts = np.zeros((n_pairs, n, 2), np.float32)
     status = np.zeros((n_pairs, n), bool)
@@ -105,9 +121,11 @@ def track_points_reference(prev, nxt, points, *, window: int = 21, max_level: in
         if n == 0 or not finite.any():
             continue
         pts = np.ascontiguousarray(points[b][finite]).reshape(-1, 1, 2)
+        start = None if guesses is None else np.ascontiguousarray(guesses[b][finite]).reshape(-1, 1, 2).copy()
         moved, st, err = cv2.calcOpticalFlowPyrLK(
-            np.ascontiguousarray(prev[b]), np.ascontiguousarray(nxt[b]), pts, None, winSize=(window, window),
-            maxLevel=int(max_level), criteria=criteria, minEigThreshold=float(min_eig_threshold))
+            np.ascontiguousarray(prev[b]), np.ascontiguousarray(nxt[b]), pts, start, winSize=(window, window),
+            maxLevel=int(max_level), criteria=criteria, minEigThreshold=float(min_eig_threshold),
+            flags=0 if start is None else cv2.OPTFLOW_USE_INITIAL_FLOW)
         ok = st.reshape(-1).astype(bool)
         out_pts[b][finite] = moved.reshape(-1, 2)
         status[b][finite] = ok
@@ -209,8 +227,10 @@ def _scharr(image):
     return dx.contiguous(), dy.contiguous()
 
 
-def track_points_triton(prev, nxt, points, *, window, max_level, max_iters, epsilon, min_eig_threshold):
-    """prev/next uint8 torch (B, H, W), points float32 torch (B, N, 2) on one device -> torch results."""
+def track_points_triton(prev, nxt, points, *, window, max_level, max_iters, epsilon, min_eig_threshold,
+                        initial=None):
+    """prev/next uint8 torch (B, H, W), points (and initial) float32 torch (B, N, 2) on one device -> torch
+    results."""
     import torch
 
     from sparkle_fast.kernels import lucas_kanade
@@ -218,7 +238,7 @@ def track_points_triton(prev, nxt, points, *, window, max_level, max_iters, epsi
     n_pairs, n = points.shape[:2]
     height, width = int(prev.shape[1]), int(prev.shape[2])
     flat_points = points.reshape(-1, 2).contiguous()
-    next_pts = flat_points.clone()
+    next_pts = (flat_points if initial is None else initial.reshape(-1, 2)).clone().contiguous()
     status = torch.ones(n_pairs * n, dtype=torch.int8, device=prev.device)
     err = torch.zeros(n_pairs * n, dtype=torch.float32, device=prev.device)
     if n_pairs * n == 0:
@@ -282,11 +302,12 @@ def select_points_torch(images, rows, cols, margin, quality):
 
 
 def track_points(prev: Any, next: Any, points: Any, *, window: int = 21, max_level: int = 3,  # noqa: A002
-                 max_iters: int = 30, epsilon: float = 0.01, min_eig_threshold: float = 1e-4,
+                 max_iters: int = 30, epsilon: float = 0.01, min_eig_threshold: float = 1e-4, initial: Any = None,
                  backend: str | None = "auto"):
     """Pyramidal Lucas-Kanade (cv2.calcOpticalFlowPyrLK's meaning) for B frame pairs at once; see the module
     docstring for shapes. Returns (next_points, status, error) as the caller's array kind, on its device."""
     _check_track_args(prev, next, points, window, max_level, max_iters, epsilon)
+    _check_initial(points, initial)
     kind = dispatch.array_kind(prev, "prev", _OP_TRACK)
     chosen = dispatch.resolve_backend(backend, kind, _OP_TRACK, GPU_PREFERENCE)
     options = dict(window=int(window), max_level=int(max_level), max_iters=int(max_iters), epsilon=float(epsilon),
@@ -294,18 +315,25 @@ def track_points(prev: Any, next: Any, points: Any, *, window: int = 21, max_lev
     if chosen == "reference":
         host = [dispatch.to_numpy(a, dispatch.array_kind(a, name, _OP_TRACK))
                 for a, name in ((prev, "prev"), (next, "next"), (points, "points"))]
-        result = track_points_reference(*host, **options)
+        guesses = None if initial is None else dispatch.to_numpy(initial, dispatch.array_kind(initial, "initial",
+                                                                                                _OP_TRACK))
+        result = track_points_reference(*host, initial=guesses, **options)
         return tuple(dispatch.from_numpy(r, kind, like=prev) for r in result)
     t_prev, t_next, t_pts = (dispatch.to_torch(a, dispatch.array_kind(a, n, _OP_TRACK))
                              for a, n in ((prev, "prev"), (next, "next"), (points, "points")))
     if t_next.device != t_prev.device or t_pts.device != t_prev.device:
         raise ValueError(f"{_OP_TRACK}: prev, next and points must be on one device, got {t_prev.device}, "
                          f"{t_next.device}, {t_pts.device}")
+    t_init = None if initial is None else dispatch.to_torch(initial, dispatch.array_kind(initial, "initial",
+                                                                                          _OP_TRACK))
+    if t_init is not None and t_init.device != t_prev.device:
+        raise ValueError(f"{_OP_TRACK}: initial must be on the images' device {t_prev.device}, got {t_init.device}")
     batched = t_prev.ndim == 3
     if not batched:
         t_prev, t_next, t_pts = t_prev[None], t_next[None], t_pts[None]
+        t_init = None if t_init is None else t_init[None]
     with dispatch.on_device_of(t_prev, kind):
-        result = track_points_triton(t_prev, t_next, t_pts, **options)
+        result = track_points_triton(t_prev, t_next, t_pts, initial=t_init, **options)
     if not batched:
         result = tuple(r[0] for r in result)
     return tuple(dispatch.from_torch(r, kind) for r in result)
