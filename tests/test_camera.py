@@ -220,3 +220,14 @@ def test_a_clips_result_does_not_depend_on_its_batch():
         assert r.method == alone.method == "homography"
         assert np.array_equal(r.homographies, alone.homographies) and np.array_equal(r.from_first, alone.from_first)
         assert r.max_displacement_px == alone.max_displacement_px and r.static == alone.static
+
+
+def test_fast_camera_with_a_subject_is_followed_frame_by_frame():
+    """A combined pan/zoom/rotation at 3 px per sampled frame with a 40% subject: 30 px from frame 0 by the end.
+    Tracked straight from frame 0, the background was lost late and the fit followed the subject (67 px off at the
+    last frame); followed frame by frame, every frame 0 -> t homography is within 1 px (measured 0.59 px)."""
+    clip = make_clip("combo", speed=3.0, photo="coffee", subject_fraction=0.4, subject_speed=3.0, noise=2.0,
+                     n_frames=11, size=SIZE, seed=146)
+    r = camera.analyze(clip.frames)
+    assert r.static is False
+    assert max(corner_error(h, clip.homographies[k + 1], SIZE) for k, h in enumerate(r.from_first)) <= 1.0
