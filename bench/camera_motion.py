@@ -7,8 +7,9 @@ Implementations (one row each; clips/s = clips / median time):
   ours-kernels                  camera.analyze_many on gray frames already on the run's device: frame-0 point
                                 selection and tracking to every frame and back (the still-points test), then for
                                 the clips it does not accept (the panning half of the batch) pair selection and
-                                tracking and two-model RANSAC on pairs and on the frame-0 tracks; the whole batch
-                                in one call. Half static, half panning clips: static ones cost one tracking pass.
+                                tracking with two-model RANSAC, and frame-0 points followed frame by frame (one
+                                launch per step) with RANSAC on frame 0 -> t; the whole batch in one call. Half
+                                static, half panning clips: static ones cost one tracking pass, moving ones three.
   ours-end-to-end               camera.analyze_many on mp4 paths: decode (2 FPS) + the above
 The target on an H100 is >= 1000 clips/s for ours-kernels, so that decode is the limit.
 
