@@ -231,3 +231,17 @@ def test_fast_camera_with_a_subject_is_followed_frame_by_frame():
     r = camera.analyze(clip.frames)
     assert r.static is False
     assert max(corner_error(h, clip.homographies[k + 1], SIZE) for k, h in enumerate(r.from_first)) <= 1.0
+
+
+def test_accuracy_script_quick_runs():
+    """bench/camera_accuracy.py --quick: one table row for 4 moving-camera clips with a 40% subject, none static."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "camera_accuracy.py"
+    result = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("| 40%")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "4" and 0 <= int(cells[2]) <= 4 and float(cells[3]) >= 0 and cells[4] == "0"
