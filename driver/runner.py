@@ -25,6 +25,7 @@ from sparkle_fast.layout import SparkleLayout
 from sparkle_fast.stages.base import Sample, Stage, StageContext, StageOutcome
 
 from .manifest import Manifest
+from .workers import shard_of
 
 
 class DiskFullError(RuntimeError):
@@ -83,8 +84,8 @@ class LocalRunner:
             models_source: Any) -> None:
         samples = {row.id: Sample(row.id, row.theme, row.src_video, row.prompt) for row in manifest.samples()}
         shard, shards = self.shard
-        chosen = sorted(samples) if self.only is None else sorted(set(samples) & self.only)
-        order = [sid for i, sid in enumerate(chosen) if i % shards == shard]
+        chosen = list(samples) if self.only is None else sorted(set(samples) & self.only)
+        order = sorted(shard_of(chosen, shard, shards))
         for start in range(0, len(order), self.chunk_size):
             chunk = set(order[start:start + self.chunk_size])
             for stage in stages:

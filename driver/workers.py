@@ -143,7 +143,8 @@ class ShardedRunner:
 
 
 def shard_of(sample_ids: Sequence[str], shard: int, shards: int) -> set[str]:
-    """The sample ids of worker `shard` of `shards`: every shards-th id of the sorted list (disjoint, complete)."""
+    """The sample ids of worker `shard` of `shards`: every shards-th id of the sorted list (disjoint, complete).
+    LocalRunner(shard=...) takes its samples with this."""
     return {sid for i, sid in enumerate(sorted(sample_ids)) if i % shards == shard}
 
 

@@ -221,7 +221,7 @@ def _analyze_group(grays: list, size: tuple[int, int], th: CameraThresholds) -> 
     chained = _track_chained([grays[i] for i in rest], th)
     keys = np.concatenate([np.arange(n) for n in chained.n_pairs])
     _, inliers = _background_homographies(chained.src, chained.dst, chained.tracked, th, keys)
-    h0t = _consistent_background(chained, list(range(len(rest))), inliers, th)
+    h0t = _consistent_background(chained, inliers, th)
     trusted = np.isfinite(h0t).all(axis=(1, 2))
     disp = np.where(trusted, corner_displacement(np.nan_to_num(h0t), size), np.nan)
     start = 0
@@ -239,9 +239,9 @@ def _analyze_group(grays: list, size: tuple[int, int], th: CameraThresholds) -> 
     return out
 
 
-def _consistent_background(direct, clips: list[int], inliers: np.ndarray, th: CameraThresholds) -> np.ndarray:
-    """float64 (rows, 3, 3): frame 0 -> t homographies of `clips` (their direct-track rows in order; `inliers` bool
-    (rows, N) are those of the model step 5's RANSAC chose) fitted on each clip's background points, NaN where too
+def _consistent_background(direct, inliers: np.ndarray, th: CameraThresholds) -> np.ndarray:
+    """float64 (rows, 3, 3): frame 0 -> t homographies of every clip of `direct` (`inliers` bool (rows, N) are those
+    of the model step 5's RANSAC chose) fitted on each clip's background points, NaN where too
     few. The direct tracks follow the same points through the clip, so the background is one set of points: those on
     the chosen (background) model in most of the frames where they are tracked. Fitting every t on that set keeps a
     subject out even at a t where its motion is within the RANSAC threshold of the background's."""
@@ -251,17 +251,13 @@ def _consistent_background(direct, clips: list[int], inliers: np.ndarray, th: Ca
     dst = np.asarray(direct.dst.cpu(), np.float64)
     tracked = np.asarray(direct.tracked.cpu())
     out = np.full((len(inliers), 3, 3), np.nan)
-    at = 0
-    for i in clips:
-        n, start = direct.n_pairs[i], direct.first_row[i]
+    for n, start in zip(direct.n_pairs, direct.first_row, strict=True):
         block = slice(start, start + n)
-        local = slice(at, at + n)
-        at += n
         # the vote counts the later half of the frames: the camera's motion has added up there, so a subject that
         # fits the background's model early (both within the threshold of no motion) has separated from it
         late = slice(start + n // 2, start + n)
         seen = tracked[late].sum(0)
-        background = (2 * inliers[at - n + n // 2:at].sum(0) > seen) & (seen > 0)
+        background = (2 * inliers[late].sum(0) > seen) & (seen > 0)
         mask = tracked[block] & background
         h = refit_homographies(src[block], dst[block], mask)
         # one trimming pass: drop background points the refit leaves beyond the RANSAC threshold in that frame
@@ -272,7 +268,7 @@ def _consistent_background(direct, clips: list[int], inliers: np.ndarray, th: Ca
         mask &= err <= th.ransac_threshold_px
         h = refit_homographies(src[block], dst[block], mask)
         h[mask.sum(1) < th.min_points] = np.nan
-        out[local] = h
+        out[block] = h
     return out
 
 
@@ -314,26 +310,27 @@ def _track_chained(grays: list, th: CameraThresholds) -> _DirectTracks:
     n_pairs = [g.shape[0] - 1 for g in grays]
     first = torch.stack([g[0] for g in grays])
     points, valid = select_points(first, cells=th.cells, margin=max(th.window // 2 - 2, 0))
+    first_row = [int(x) for x in np.cumsum([0] + n_pairs[:-1])]
     where = points.clone()
     alive = valid.clone()
-    dst, tracked = [[None] * n for n in n_pairs], [[None] * n for n in n_pairs]
+    rows_dst = torch.empty((sum(n_pairs),) + tuple(points.shape[1:]), dtype=points.dtype, device=points.device)
+    rows_tracked = torch.empty((sum(n_pairs), points.shape[1]), dtype=torch.bool, device=points.device)
     for k in range(max(n_pairs)):
         members = [c for c, n in enumerate(n_pairs) if n > k]
+        idx = torch.tensor(members, device=points.device)
         prev = torch.stack([grays[c][k] for c in members])
         nxt = torch.stack([grays[c][k + 1] for c in members])
-        pts = where[members].contiguous()
+        pts = where[idx]
         fwd, st_f, _ = track_points(prev, nxt, pts, window=th.window, max_level=th.max_level)
         back, st_b, _ = track_points(nxt, prev, fwd, window=th.window, max_level=th.max_level)
-        ok = alive[members] & st_f & st_b & ((back - pts).norm(dim=-1) <= th.fb_threshold_px)
-        for m, c in enumerate(members):
-            where[c] = torch.where(ok[m][:, None], fwd[m], where[c])
-            alive[c] = ok[m]
-            dst[c][k], tracked[c][k] = fwd[m].clone(), ok[m].clone()
-    rows_dst = torch.stack([d for per in dst for d in per])
-    rows_tracked = torch.stack([t for per in tracked for t in per])
+        ok = alive[idx] & st_f & st_b & ((back - pts).norm(dim=-1) <= th.fb_threshold_px)
+        where[idx] = torch.where(ok[..., None], fwd, pts)
+        alive[idx] = ok
+        rows = torch.tensor([first_row[c] + k for c in members], device=points.device)  # row (clip, t = k + 1)
+        rows_dst[rows], rows_tracked[rows] = fwd, ok
     repeat = torch.tensor(n_pairs, device=first.device)
     return _DirectTracks(points.repeat_interleave(repeat, dim=0), rows_dst, rows_tracked, np.asarray(valid.cpu()),
-                         n_pairs, [int(x) for x in np.cumsum([0] + n_pairs[:-1])])
+                         n_pairs, first_row)
 
 
 def _still_points(direct: _DirectTracks, size: tuple[int, int], th: CameraThresholds) -> list[CameraMotion | None]:
