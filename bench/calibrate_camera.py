@@ -8,7 +8,7 @@ thresholds disabled, so the table shows where static clips end and moving ones b
 explains how the defaults were chosen from it.
 
     python bench/calibrate_camera.py            # the full table (a minute on 2 CPU cores)
-    python bench/calibrate_camera.py --quick    # 15 of the cases (static ones and 0.25 px/frame moves)
+    python bench/calibrate_camera.py --quick    # 16 of the cases (static ones and 0.25 px/frame moves)
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def cases(quick: bool):
             for noise, flicker in ((0.0, 0.0), (3.0, 0.0), (0.0, 0.2)):
                 out.append(dict(motion="static", speed=0.0, photo=photo, subject_fraction=subject, noise=noise,
                                 flicker=flicker))
-        for motion in ("pan", "zoom", "rotate", "shake", "drift", "combo"):
+        for motion in ("pan", "zoom", "rotate", "shake", "drift", "combo", "turn"):
             for speed in ((0.1, 0.25, 0.5, 1.0, 5.0) if not quick else (0.25,)):
                 for subject in ((0.0, 0.4) if not quick else (0.0,)):
                     out.append(dict(motion=motion, speed=speed, photo=photo, subject_fraction=subject, noise=2.0,

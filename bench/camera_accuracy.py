@@ -25,7 +25,7 @@ SIZE = (288, 384)
 
 def clip_specs(fraction: float, quick: bool) -> list[dict]:
     specs = []
-    for motion in ("pan", "zoom", "rotate", "combo", "drift") if not quick else ("pan", "combo"):
+    for motion in ("pan", "zoom", "rotate", "combo", "drift", "turn") if not quick else ("pan", "turn"):
         for speed in (0.5, 1.0, 3.0) if not quick else (3.0,):
             for photo in ("astronaut", "coffee") if not quick else ("coffee",):
                 for subject_speed in (3.0, 0.0):

@@ -7,7 +7,9 @@ frame, so a test can check the recovered homographies and the static/moving deci
 
 Motion kinds (per-frame magnitude `speed` in pixels at the frame corners, roughly):
   static, pan, zoom, rotate, shake (random jitter around the start, zero mean), drift (pan + slight zoom),
-  combo (pan + zoom + rotation).
+  combo (pan + zoom + rotation), turn (the camera turns about an axis through its center, as a real pan or tilt
+  does: a homography with perspective terms, K R K^-1 with a focal length of one frame width; the frame's middle
+  moves `speed` px per frame and its far side more). All but turn are affine maps.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MOTIONS = ("static", "pan", "zoom", "rotate", "shake", "drift", "combo")
+MOTIONS = ("static", "pan", "zoom", "rotate", "shake", "drift", "combo", "turn")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 
 
@@ -73,6 +75,17 @@ def camera_path(motion: str, n_frames: int, size: tuple[int, int], speed: float,
             m = _about_center(r, cx, cy)
             m[0, 2] += 0.7 * speed * t * np.cos(angle)
             m[1, 2] += 0.7 * speed * t * np.sin(angle)
+        elif motion == "turn":
+            focal = float(width)
+            k = np.array([[focal, 0, cx], [0, focal, cy], [0, 0, 1.0]])
+            # turning by theta about the axis perpendicular to the image-plane direction `angle` moves the middle
+            # of the frame by focal * tan(theta) along that direction
+            theta = np.arctan(speed * t / focal)
+            axis = np.array([-np.sin(angle), np.cos(angle), 0.0])
+            cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+            rotation = np.eye(3) + np.sin(theta) * cross + (1 - np.cos(theta)) * cross @ cross
+            m = k @ rotation @ np.linalg.inv(k)
+            m = m / m[2, 2]
         out.append(m)
     return np.stack(out)
 

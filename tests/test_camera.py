@@ -179,8 +179,8 @@ def test_calibration_script_quick_runs_and_counts_wrong_verdicts():
     result = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) == 15 and all(row.rstrip(" |").endswith(("static", "moving")) for row in rows)
-    assert "wrong verdicts" in result.stdout and ": 0 of 15" in result.stdout
+    assert len(rows) == 16 and all(row.rstrip(" |").endswith(("static", "moving")) for row in rows)
+    assert "wrong verdicts" in result.stdout and ": 0 of 16" in result.stdout
 
 
 def test_side_share_prefers_the_surrounding_set_over_a_denser_subject():

@@ -1,0 +1,194 @@
+"""Step 5b of the camera filter: frame 0 -> t homographies refined by tracking on frames aligned to frame 0.
+
+    h = refine_from_first(first, later, h_init, points, valid, n_pairs, thresholds)
+
+Why: Lucas-Kanade tracks a window by a translation. When the camera zooms or rolls, a window's content scales or
+turns between frame 0 and frame t (by 12% or 7 degrees for 3 px per sampled frame at the corners over 10 frames), and
+each point's track is off by about half a pixel, in a direction set by the texture (measured with
+cv2.calcOpticalFlowPyrLK as well: median 0.5-0.7 px on noise-free zooms and rotations, tracked straight from frame 0
+or frame by frame). Warping frame t back into frame 0 by the current estimate removes that deformation; what is left
+to track is a small translation, which LK measures without the bias. Each iteration (`refine_iters`):
+  1. every later frame t is warped into frame 0's coordinates by its current homography (bilinear, torch
+     grid_sample, batched); where frame t does not reach, frame 0 itself fills in, so that the border of frame t
+     is not an edge that pulls the windows near it (points whose window leaves frame t are dropped anyway);
+  2. frame 0's points are tracked into the warped frames and back (ops.track_points, one launch each way, a small
+     pyramid: what is left to track is small) and mapped into frame t by the current homography. Each frame is
+     tracked on its own, so points that step 5's frame-by-frame following lost come back;
+  3. the background: points the current estimates align within `refine_capture_px` in most of the later half of
+     their clip's frames (where the camera's motion has added up, so a subject has separated from it);
+  4. the motion model is fitted to them (choose_motion_model), points left farther than `refine_trim_sigmas` robust
+     standard deviations (at most `refine_trim_px`, at least 0.1 px) are dropped, and it is fitted again. A frame
+     keeps its previous homography when fewer than `min_points` points remain.
+
+Why a choice of model: an 8-parameter homography fitted on points that cover part of the frame (a 40% subject
+hides the rest) extrapolates its two perspective terms to the far corners, where a few tenths of a pixel of
+tracking error become a pixel or more; when the camera's motion is affine (a zoom, a roll, a dolly) the 6-parameter
+affine fit is as right and much steadier there. So the homography is kept only when it explains the points
+significantly better, by Torr's geometric robust information criterion (choose_motion_model). A camera that turns
+(a real pan or tilt: lines converge, a keystone) passes that test easily, even by half a degree.
+Measured (bench/camera_accuracy.py, docs/CAMERA_CALIBRATION.md): frame 0 -> t within 0.5 px on 59 of 72 clips with a
+40% subject (44 without this step) and 68 of 72 with a 20% subject.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sparkle_fast.ops.homography import refit_homographies
+from sparkle_fast.ops.optical_flow import track_points
+
+TRIM_FLOOR_PX = 0.1  # the trim never drops points closer than this (sigma can be ~0 on noise-free frames)
+WARP_CHUNK = 64  # frames per grid_sample call (bounds the float32 (chunk, H, W, 2) sampling grid)
+
+
+def warp_to_first(frames: Any, homographies: np.ndarray, fill: Any = None) -> Any:
+    """uint8 torch (P, H, W) frames t and float64 (P, 3, 3) frame 0 -> t homographies -> uint8 torch (P, H, W)
+    frames seen in frame 0's coordinates: out[p](x) = frames[p](H_p x), bilinear; where H_p x falls outside frame
+    t, fill[p](x) (uint8 torch (P, H, W)), or 0 without fill."""
+    import torch
+
+    n, height, width = frames.shape
+    out = torch.empty_like(frames)
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64, device=frames.device),
+                            torch.arange(width, dtype=torch.float64, device=frames.device), indexing="ij")
+    pixels = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(-1, 3)  # (H*W, 3)
+    h_all = torch.from_numpy(np.ascontiguousarray(homographies, np.float64)).to(frames.device)
+    for start in range(0, n, WARP_CHUNK):
+        stop = min(start + WARP_CHUNK, n)
+        mapped = pixels @ h_all[start:stop].transpose(1, 2)  # (chunk, H*W, 3): where each pixel is in frame t
+        x = mapped[..., 0] / mapped[..., 2]
+        y = mapped[..., 1] / mapped[..., 2]
+        # grid_sample's align_corners=False coordinates: pixel i's center is at (2i + 1) / size - 1 (right for a
+        # size of 1 too, where align_corners=True would send every coordinate to the one pixel)
+        grid = torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1)
+        grid = grid.reshape(stop - start, height, width, 2).float()
+        sampled = torch.nn.functional.grid_sample(frames[start:stop, None].float(), grid, mode="bilinear",
+                                                  padding_mode="zeros", align_corners=False)[:, 0]
+        if fill is not None:
+            outside = ((x < 0) | (x > width - 1) | (y < 0) | (y > height - 1)).reshape(stop - start, height, width)
+            sampled = torch.where(outside, fill[start:stop].float(), sampled)
+        out[start:stop] = sampled.round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def apply_homographies(h: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """float64 (B, 3, 3) and (B, N, 2) -> (B, N, 2): the points mapped by their row's homography."""
+    mapped = np.einsum("bij,bnj->bni", h, np.concatenate([points, np.ones(points.shape[:-1] + (1,))], axis=-1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return mapped[..., :2] / mapped[..., 2:3]
+
+
+def fit_affine(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Least-squares affine maps src -> dst on the masked points. float64 (B, N, 2), (B, N, 2), bool (B, N) ->
+    float64 (B, 3, 3) with last row (0, 0, 1); NaN where fewer than 3 points or the points are collinear."""
+    w = mask.astype(np.float64)
+    design = np.concatenate([np.nan_to_num(src), np.ones(src.shape[:-1] + (1,))], axis=-1)  # (B, N, 3)
+    normal = np.einsum("bn,bni,bnj->bij", w, design, design)
+    rhs = np.einsum("bn,bni,bnj->bij", w, design, np.nan_to_num(dst))  # (B, 3, 2)
+    out = np.full(src.shape[:1] + (3, 3), np.nan)
+    # a well-conditioned normal matrix (relative to its scale) means at least 3 non-collinear points
+    scale = np.maximum(np.abs(normal).max(axis=(1, 2)), 1e-300)
+    ok = (w.sum(axis=1) >= 3) & (np.abs(np.linalg.det(normal / scale[:, None, None])) > 1e-12)
+    if ok.any():
+        solution = np.linalg.solve(normal[ok], rhs[ok])  # (k, 3, 2)
+        out[ok, :2, :] = solution.transpose(0, 2, 1)
+        out[ok, 2, :] = (0.0, 0.0, 1.0)
+    return out
+
+
+def _squared_errors(h: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    err = ((apply_homographies(np.nan_to_num(h), src) - dst) ** 2).sum(axis=-1)
+    return np.nan_to_num(err, nan=np.inf)
+
+
+def choose_motion_model(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the affine or the homography least-squares fit on the masked points, by GRIC (module docstring).
+    float64 (B, N, 2), (B, N, 2), bool (B, N) -> (float64 (B, 3, 3), bool (B,) True where the homography was
+    kept). NaN rows where neither model can be fitted.
+
+    GRIC (Torr) with both models mapping the plane to the plane: score = sum_i min(e_i^2 / sigma^2, 4) + 2 log(4n)
+    per parameter pair, so the homography (2 more parameters) wins only when its capped residuals are lower by more
+    than 2 log(4n). sigma^2 (per coordinate) is robust: the median squared error of the homography / (2 ln 2), the
+    median of a chi-square with 2 degrees of freedom; the cap keeps a few bad points from deciding."""
+    n = mask.sum(axis=1)
+    h_full = refit_homographies(src, dst, mask)
+    h_affine = fit_affine(src, dst, mask)
+    full_ok = np.isfinite(h_full).all(axis=(1, 2)) & (n > 4)
+    affine_ok = np.isfinite(h_affine).all(axis=(1, 2))
+    e_full = _squared_errors(h_full, src, dst)
+    e_affine = _squared_errors(h_affine, src, dst)
+    median = np.array([np.median(e[m]) if m.any() else np.inf for e, m in zip(e_full, mask, strict=True)])
+    sigma2 = np.maximum(median / (2 * np.log(2)), 1e-12)
+    with np.errstate(invalid="ignore"):
+        rho_full = np.where(mask, np.minimum(e_full / sigma2[:, None], 4.0), 0.0).sum(axis=1)
+        rho_affine = np.where(mask, np.minimum(e_affine / sigma2[:, None], 4.0), 0.0).sum(axis=1)
+    penalty = 2 * np.log(4 * np.maximum(n, 1))
+    keep_full = full_ok & (~affine_ok | (rho_affine - rho_full > penalty))
+    return np.where(keep_full[:, None, None], h_full, h_affine), keep_full
+
+
+def refine_from_first(first: Any, later: Any, h_init: np.ndarray, points: Any, valid: Any, n_pairs: list[int],
+                      th, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Refined frame 0 -> t homographies (module docstring).
+
+    first: uint8 torch (P, H, W): each row's clip's frame 0; later: uint8 torch (P, H, W): frame t of that row.
+    h_init: float64 (P, 3, 3) the current frame 0 -> t estimates (NaN rows are left NaN).
+    points: float32 torch (P, N, 2) frame 0's points; valid: bool torch (P, N) those that exist.
+    n_pairs: the rows of each clip, in order (sum = P).
+    exclude: optional bool (P, N): points never to count as background (step 5's subject points).
+    th: CameraThresholds (refine_iters, refine_max_level, refine_capture_px, refine_trim_px, fb_threshold_px,
+    min_points, window).
+    Returns float64 (P, 3, 3)."""
+    import torch
+
+    height, width = first.shape[1:]
+    src = np.asarray(points.cpu(), np.float64)
+    h_cur = np.array(h_init, np.float64)
+    usable_rows = np.isfinite(h_cur).all(axis=(1, 2))
+    margin = th.window // 2 + 1
+    clip_of_row = np.repeat(np.arange(len(n_pairs)), n_pairs)
+    frame_of_row = np.concatenate([np.arange(n) for n in n_pairs]) if n_pairs else np.zeros(0, int)
+    late_row = frame_of_row >= np.repeat(np.asarray(n_pairs) // 2, n_pairs)
+    for _ in range(th.refine_iters):
+        rows = np.flatnonzero(usable_rows)
+        if rows.size == 0:
+            break
+        index = torch.from_numpy(rows).to(first.device)
+        base, pts = first[index], points[index]
+        aligned = warp_to_first(later[index], h_cur[rows], fill=base)
+        fwd, st_f, _ = track_points(base, aligned, pts, window=th.window, max_level=th.refine_max_level)
+        back, st_b, _ = track_points(aligned, base, fwd, window=th.window, max_level=th.refine_max_level)
+        ok = valid[index] & st_f & st_b & ((back - pts).norm(dim=-1) <= th.fb_threshold_px)
+        ok = np.asarray(ok.cpu())
+        # where each point is in frame t: its position in the aligned frame, mapped by the current homography
+        in_t = apply_homographies(h_cur[rows], np.asarray(fwd.cpu(), np.float64))
+        inside = ((in_t[..., 0] >= margin) & (in_t[..., 0] <= width - 1 - margin)
+                  & (in_t[..., 1] >= margin) & (in_t[..., 1] <= height - 1 - margin))
+        ok &= inside & np.isfinite(in_t).all(axis=-1)
+        s = src[rows]
+        # background: points that the current estimates already align (within refine_capture_px) in most of the
+        # later half of their clip's frames, where the camera's motion has added up and a subject has separated
+        close = ok & (np.linalg.norm(np.asarray(fwd.cpu(), np.float64) - s, axis=-1) <= th.refine_capture_px)
+        clip_rows = clip_of_row[rows]
+        late = late_row[rows]
+        n_clips = int(clip_of_row.max()) + 1
+        seen = np.zeros((n_clips, s.shape[1]))
+        agree = np.zeros((n_clips, s.shape[1]))
+        np.add.at(seen, clip_rows[late], ok[late])
+        np.add.at(agree, clip_rows[late], close[late])
+        near = close & (2 * agree > seen)[clip_rows]
+        if exclude is not None:
+            near &= ~exclude[rows]
+        h_fit, _ = choose_motion_model(s, in_t, near)
+        err = np.linalg.norm(apply_homographies(np.nan_to_num(h_fit), s) - in_t, axis=-1)
+        # robust sigma per coordinate: the median squared error over the median of a chi-square with 2 dof
+        median = np.array([np.median(e[m] ** 2) if m.any() else 0.0 for e, m in zip(err, near, strict=True)])
+        sigma = np.sqrt(median / (2 * np.log(2)))
+        trim = np.minimum(th.refine_trim_px, np.maximum(th.refine_trim_sigmas * sigma, TRIM_FLOOR_PX))
+        near &= err <= trim[:, None]
+        h_fit, _ = choose_motion_model(s, in_t, near)
+        good = (near.sum(axis=1) >= th.min_points) & np.isfinite(h_fit).all(axis=(1, 2))
+        h_cur[rows[good]] = h_fit[good]
+    return h_cur
