@@ -1,12 +1,12 @@
 """How close camera.analyze's frame 0 -> t homographies (`from_first`) come to the truth when a large subject moves
-in front of a moving camera; prints a markdown table (docs/CAMERA_CALIBRATION.md, "Known limit").
+in front of a moving camera; prints a markdown table (docs/CAMERA_CALIBRATION.md, "Homography accuracy").
 
-Clips: pan, zoom, rotate, combo and drift at 0.5, 1 and 3 px per sampled frame, on the astronaut and coffee
+Clips: pan, zoom, rotate, combo, drift and turn at 0.5, 1 and 3 px per sampled frame, on the astronaut and coffee
 photographs, with a textured subject moving at 3 px per sampled frame or followed by the camera (still in the
 frame); 288 x 384, 11 frames, noise 2, seeds 100 onward. Per clip: the worst frame's corner error (px) against the
 known homography.
 
-    python bench/camera_accuracy.py                # 20% and 40% subjects, 60 clips each (about 2 minutes)
+    python bench/camera_accuracy.py                # 20% and 40% subjects, 72 clips each (about 3 minutes)
     python bench/camera_accuracy.py --quick        # 4 clips of 40%, to check the script runs
 """
 
