@@ -98,6 +98,17 @@ def fit_affine(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.ndarray
     return out
 
 
+def masked_median(values: np.ndarray, mask: np.ndarray, empty: float) -> np.ndarray:
+    """float64 (B,): per row, the median of values (B, N) where mask (B, N); `empty` for rows with none (one
+    vectorized call, not a Python loop over rows: a batch holds ten rows per clip)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+        median = np.nanmedian(np.where(mask, values, np.nan), axis=1)
+    return np.where(mask.any(axis=1), median, empty)
+
+
 def _squared_errors(h: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     err = ((apply_homographies(np.nan_to_num(h), src) - dst) ** 2).sum(axis=-1)
     return np.nan_to_num(err, nan=np.inf)
@@ -119,7 +130,7 @@ def choose_motion_model(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> t
     affine_ok = np.isfinite(h_affine).all(axis=(1, 2))
     e_full = _squared_errors(h_full, src, dst)
     e_affine = _squared_errors(h_affine, src, dst)
-    median = np.array([np.median(e[m]) if m.any() else np.inf for e, m in zip(e_full, mask, strict=True)])
+    median = masked_median(e_full, mask, empty=np.inf)
     sigma2 = np.maximum(median / (2 * np.log(2)), 1e-12)
     with np.errstate(invalid="ignore"):
         rho_full = np.where(mask, np.minimum(e_full / sigma2[:, None], 4.0), 0.0).sum(axis=1)
@@ -184,7 +195,7 @@ def refine_from_first(first: Any, later: Any, h_init: np.ndarray, points: Any, v
         h_fit, _ = choose_motion_model(s, in_t, near)
         err = np.linalg.norm(apply_homographies(np.nan_to_num(h_fit), s) - in_t, axis=-1)
         # robust sigma per coordinate: the median squared error over the median of a chi-square with 2 dof
-        median = np.array([np.median(e[m] ** 2) if m.any() else 0.0 for e, m in zip(err, near, strict=True)])
+        median = masked_median(err ** 2, near, empty=0.0)
         sigma = np.sqrt(median / (2 * np.log(2)))
         trim = np.minimum(th.refine_trim_px, np.maximum(th.refine_trim_sigmas * sigma, TRIM_FLOOR_PX))
         near &= err <= trim[:, None]

@@ -143,3 +143,18 @@ def test_turn_motion_is_a_real_camera_turn():
     points = _grid_points(size, step=16)[None]
     affine = fit_affine(points, apply_homographies(path[10:11], points), np.ones(points.shape[:2], bool))
     assert corner_error(affine[0], path[10], size) > 1.0
+
+
+def test_masked_median_equals_a_loop_of_medians():
+    from sparkle_fast.camera_refine import masked_median
+
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(6, 9))
+    values[2, 3] = np.inf  # an unmasked-out inf counts like numpy's median would count it
+    mask = rng.random((6, 9)) < 0.5
+    mask[0] = False
+    mask[1] = True
+    mask[2, 3] = True
+    got = masked_median(values, mask, empty=-1.0)
+    want = [np.median(v[m]) if m.any() else -1.0 for v, m in zip(values, mask, strict=True)]
+    np.testing.assert_array_equal(got, want)
