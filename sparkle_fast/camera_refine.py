@@ -40,7 +40,7 @@ from sparkle_fast.ops.homography import refit_homographies
 from sparkle_fast.ops.optical_flow import track_points
 
 TRIM_FLOOR_PX = 0.1  # the trim never drops points closer than this (sigma can be ~0 on noise-free frames)
-WARP_CHUNK = 64  # frames per grid_sample call (bounds the float32 (chunk, H, W, 2) sampling grid)
+WARP_PIXELS = 1 << 24  # pixels per grid_sample call (bounds its float32 temporaries: ~0.5 GB)
 
 
 def warp_to_first(frames: Any, homographies: np.ndarray, fill: Any = None) -> Any:
@@ -51,23 +51,24 @@ def warp_to_first(frames: Any, homographies: np.ndarray, fill: Any = None) -> An
 
     n, height, width = frames.shape
     out = torch.empty_like(frames)
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64, device=frames.device),
-                            torch.arange(width, dtype=torch.float64, device=frames.device), indexing="ij")
-    pixels = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(-1, 3)  # (H*W, 3)
-    h_all = torch.from_numpy(np.ascontiguousarray(homographies, np.float64)).to(frames.device)
-    for start in range(0, n, WARP_CHUNK):
-        stop = min(start + WARP_CHUNK, n)
-        mapped = pixels @ h_all[start:stop].transpose(1, 2)  # (chunk, H*W, 3): where each pixel is in frame t
-        x = mapped[..., 0] / mapped[..., 2]
-        y = mapped[..., 1] / mapped[..., 2]
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32, device=frames.device),
+                            torch.arange(width, dtype=torch.float32, device=frames.device), indexing="ij")
+    # float32 elementwise (not a matmul, which TF32 settings could round to 10 bits): ~1e-4 px at 1280 px
+    h_all = torch.from_numpy(np.ascontiguousarray(homographies, np.float64)).to(frames.device, torch.float32)
+    chunk = max(1, WARP_PIXELS // max(height * width, 1))
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        h = h_all[start:stop, :, :, None, None]  # (chunk, 3, 3, 1, 1)
+        z = h[:, 2, 0] * xs + h[:, 2, 1] * ys + h[:, 2, 2]
+        x = (h[:, 0, 0] * xs + h[:, 0, 1] * ys + h[:, 0, 2]) / z  # (chunk, H, W): where each pixel is in frame t
+        y = (h[:, 1, 0] * xs + h[:, 1, 1] * ys + h[:, 1, 2]) / z
         # grid_sample's align_corners=False coordinates: pixel i's center is at (2i + 1) / size - 1 (right for a
         # size of 1 too, where align_corners=True would send every coordinate to the one pixel)
         grid = torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1)
-        grid = grid.reshape(stop - start, height, width, 2).float()
         sampled = torch.nn.functional.grid_sample(frames[start:stop, None].float(), grid, mode="bilinear",
                                                   padding_mode="zeros", align_corners=False)[:, 0]
         if fill is not None:
-            outside = ((x < 0) | (x > width - 1) | (y < 0) | (y > height - 1)).reshape(stop - start, height, width)
+            outside = (x < 0) | (x > width - 1) | (y < 0) | (y > height - 1)
             sampled = torch.where(outside, fill[start:stop].float(), sampled)
         out[start:stop] = sampled.round().clamp(0, 255).to(torch.uint8)
     return out
