@@ -43,7 +43,7 @@ Method (per clip, frames sampled at 2 FPS by default when a path is given):
      affine map unless a homography explains the points significantly better (GRIC), so that points on part of
      the frame do not extrapolate perspective terms to the far corners. Points step 5 voted subject stay out.
      `refine_iters` iterations of a warp and two tracking launches for all clips (measured: frame 0 -> t within
-     0.5 px on 59 of 72 clips with a 40% subject, against 44 without this step).
+     0.5 px on 57 of 72 clips with a 40% subject, against 44 without this step).
   6. Displacement = the largest distance a frame corner moves: per pair from the pair homographies; over the clip,
      the larger of the composed pair homographies and the fits of steps 5-5b (so a slow drift adds up).
   A subject that reaches 3 sides and fills most of the border while the camera moves (a close-up that spans the

@@ -26,7 +26,7 @@ tracking error become a pixel or more; when the camera's motion is affine (a zoo
 affine fit is as right and much steadier there. So the homography is kept only when it explains the points
 significantly better, by Torr's geometric robust information criterion (choose_motion_model). A camera that turns
 (a real pan or tilt: lines converge, a keystone) passes that test easily, even by half a degree.
-Measured (bench/camera_accuracy.py, docs/CAMERA_CALIBRATION.md): frame 0 -> t within 0.5 px on 59 of 72 clips with a
+Measured (bench/camera_accuracy.py, docs/CAMERA_CALIBRATION.md): frame 0 -> t within 0.5 px on 57 of 72 clips with a
 40% subject (44 without this step) and 68 of 72 with a 20% subject.
 """
 
