@@ -11,9 +11,10 @@ to track is a small translation, which LK measures without the bias. Each iterat
   1. every later frame t is warped into frame 0's coordinates by its current homography (bilinear, torch
      grid_sample, batched); where frame t does not reach, frame 0 itself fills in, so that the border of frame t
      is not an edge that pulls the windows near it (points whose window leaves frame t are dropped anyway);
-  2. frame 0's points are tracked into the warped frames and back (ops.track_points, one launch each way, a small
-     pyramid: what is left to track is small) and mapped into frame t by the current homography. Each frame is
-     tracked on its own, so points that step 5's frame-by-frame following lost come back;
+  2. frame 0's points (the caller's; camera.py gives a grid denser than step 5's) are tracked into the warped
+     frames and back (ops.track_points, one launch each way, a small pyramid: what is left to track is small) and
+     mapped into frame t by the current homography. Each frame is tracked on its own, so points that step 5's
+     frame-by-frame following lost come back;
   3. the background: points the current estimates align within `refine_capture_px` in most of the later half of
      their clip's frames (where the camera's motion has added up, so a subject has separated from it);
   4. the motion model is fitted to them (choose_motion_model), points left farther than `refine_trim_sigmas` robust
@@ -26,8 +27,8 @@ tracking error become a pixel or more; when the camera's motion is affine (a zoo
 affine fit is as right and much steadier there. So the homography is kept only when it explains the points
 significantly better, by Torr's geometric robust information criterion (choose_motion_model). A camera that turns
 (a real pan or tilt: lines converge, a keystone) passes that test easily, even by half a degree.
-Measured (bench/camera_accuracy.py, docs/CAMERA_CALIBRATION.md): frame 0 -> t within 0.5 px on 57 of 72 clips with a
-40% subject (44 without this step) and 68 of 72 with a 20% subject.
+Measured (bench/camera_accuracy.py, docs/CAMERA_CALIBRATION.md): frame 0 -> t within 0.5 px on 64 of 72 clips with a
+40% subject (44 without this step) and 69 of 72 with a 20% subject.
 """
 
 from __future__ import annotations

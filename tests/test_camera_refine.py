@@ -184,3 +184,25 @@ def test_analyze_on_cuda_decides_like_cpu():
     assert [r.static for r in cuda] == [r.static for r in cpu] == [True, False, False]
     for clip, r in zip(clips[1:], cuda[1:], strict=True):
         assert max(corner_error(h, clip.homographies[k + 1], size) for k, h in enumerate(r.from_first)) <= 0.5
+
+
+def test_refinement_grid_falls_back_on_small_frames(monkeypatch):
+    """The refinement's denser grid (refine_cells) is used where frames hold it, else the coarse grid: a 30 x 48 clip
+    (18 rows of cells do not fit in 30 - 2 * 8 pixels) is refined on the 12 x 16 grid, not refused."""
+    from sparkle_fast import camera_refine
+    from sparkle_fast.camera import _fitting_cells
+
+    assert _fitting_cells((18, 24), (12, 16), 288, 384, 8) == (18, 24)
+    assert _fitting_cells((18, 24), (12, 16), 30, 48, 8) == (12, 16)
+    seen = []
+    real = camera_refine.refine_from_first
+
+    def spy(first, later, h_init, points, *args, **kwargs):
+        seen.append(tuple(points.shape))
+        return real(first, later, h_init, points, *args, **kwargs)
+
+    monkeypatch.setattr(camera_refine, "refine_from_first", spy)
+    clip = make_clip("pan", n_frames=4, size=(30, 48), speed=2.0, photo="astronaut", seed=2)
+    result = camera.analyze(clip.frames, camera.CameraThresholds(min_points=4))
+    assert seen == [(3, 12 * 16, 2)]
+    assert "cannot analyze" not in (result.reason or "")
