@@ -228,13 +228,17 @@ def analyze(clip: Any, thresholds: CameraThresholds | None = None, *, fps: float
 def _analyze_group(grays: list, size: tuple[int, int], th: CameraThresholds) -> list[CameraMotion]:
     """Steps 2-6 for a group of clips of one frame size; every launch batches all their pairs (step 5's following
     takes one launch per frame step)."""
-    direct = _track_from_first(grays, th)
+    import torch
+
+    points, valid = select_points(torch.stack([g[0] for g in grays]), cells=th.cells, margin=_point_margin(th))
+    direct = _track_from_first(grays, points, valid, th)
     out: list[CameraMotion | None] = _still_points(direct, size, th)
     rest = [i for i, r in enumerate(out) if r is None]
     if not rest:
         return out
     pairwise = _pairwise([grays[i] for i in rest], size, th)
-    chained = _track_chained([grays[i] for i in rest], th)
+    index = torch.tensor(rest, device=points.device)
+    chained = _track_chained([grays[i] for i in rest], points[index], valid[index], th)
     keys = np.concatenate([np.arange(n) for n in chained.n_pairs])
     _, inliers = _background_homographies(chained.src, chained.dst, chained.tracked, th, keys)
     h0t, foreground = _consistent_background(chained, inliers, th)
@@ -262,8 +266,9 @@ def _consistent_background(direct, inliers: np.ndarray, th: CameraThresholds) ->
     few; and bool (rows, N): the points followed into the later half of their clip's frames that were not voted
     background (a subject), on each of the clip's rows. The direct tracks follow the same points through the clip,
     so the background is one set of points: those on the chosen (background) model in most of the frames where they
-    are tracked. Fitting every t on that set keeps a
-    subject out even at a t where its motion is within the RANSAC threshold of the background's."""
+    are tracked. Fitting every t on that set keeps a subject out even at a t where its motion is within the RANSAC
+    threshold of the background's."""
+    from sparkle_fast.camera_refine import apply_homographies
     from sparkle_fast.ops.homography import refit_homographies
 
     src = np.asarray(direct.src.cpu(), np.float64)
@@ -282,11 +287,9 @@ def _consistent_background(direct, inliers: np.ndarray, th: CameraThresholds) ->
         mask = tracked[block] & background
         h = refit_homographies(src[block], dst[block], mask)
         # one trimming pass: drop background points the refit leaves beyond the RANSAC threshold in that frame
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mapped = np.einsum("tij,tnj->tni", np.nan_to_num(h), np.concatenate(
-                [src[block], np.ones(src[block].shape[:2] + (1,))], axis=-1))
-            err = np.linalg.norm(mapped[..., :2] / mapped[..., 2:3] - dst[block], axis=-1)
-        mask &= err <= th.ransac_threshold_px
+        err = np.linalg.norm(apply_homographies(np.nan_to_num(h), src[block]) - dst[block], axis=-1)
+        with np.errstate(invalid="ignore"):
+            mask &= err <= th.ransac_threshold_px
         h = refit_homographies(src[block], dst[block], mask)
         h[mask.sum(1) < th.min_points] = np.nan
         out[block] = h
@@ -313,7 +316,7 @@ def _refine(grays: list, chained, h0t: np.ndarray, foreground: np.ndarray, pairw
     repeat = torch.tensor(chained.n_pairs, device=device)
     firsts = torch.stack([g[0] for g in grays])
     height, width = firsts.shape[1:]
-    margin = max(th.window // 2 - 2, 0)
+    margin = _point_margin(th)
     cells = _fitting_cells(th.refine_cells, th.cells, height, width, margin)
     points, valid = select_points(firsts, cells=cells, margin=margin)
     coarse = chained.src[torch.tensor(chained.first_row, device=device)]  # (clips, Nc, 2) step 5's points
@@ -347,12 +350,18 @@ class _DirectTracks:
     first_row: list[int]
 
 
-def _track_from_first(grays: list, th: CameraThresholds) -> _DirectTracks:
+def _point_margin(th: CameraThresholds) -> int:
+    """Pixels kept clear of the frame's edge by the point grids (most of a Lucas-Kanade window)."""
+    return max(th.window // 2 - 2, 0)
+
+
+def _track_from_first(grays: list, points, valid, th: CameraThresholds) -> _DirectTracks:
+    """Frame 0's points (float32 torch (clips, N, 2), valid bool (clips, N), from ops.select_points) tracked straight
+    to every later sampled frame and back, one launch each way for all clips."""
     import torch
 
     n_pairs = [g.shape[0] - 1 for g in grays]
     first = torch.stack([g[0] for g in grays])
-    points, valid = select_points(first, cells=th.cells, margin=max(th.window // 2 - 2, 0))
     repeat = torch.tensor(n_pairs, device=first.device)
     prev = first.repeat_interleave(repeat, dim=0)
     nxt = torch.cat([g[1:] for g in grays])
@@ -364,14 +373,12 @@ def _track_from_first(grays: list, th: CameraThresholds) -> _DirectTracks:
                          [int(x) for x in np.cumsum([0] + n_pairs[:-1])])
 
 
-def _track_chained(grays: list, th: CameraThresholds) -> _DirectTracks:
-    """Frame-0 points followed frame by frame (t -> t+1 from where they were at t), each step one launch for all
-    clips; a point lost at one step stays lost."""
+def _track_chained(grays: list, points, valid, th: CameraThresholds) -> _DirectTracks:
+    """Frame 0's points (as _track_from_first) followed frame by frame (t -> t+1 from where they were at t), each
+    step one launch for all clips; a point lost at one step stays lost."""
     import torch
 
     n_pairs = [g.shape[0] - 1 for g in grays]
-    first = torch.stack([g[0] for g in grays])
-    points, valid = select_points(first, cells=th.cells, margin=max(th.window // 2 - 2, 0))
     first_row = [int(x) for x in np.cumsum([0] + n_pairs[:-1])]
     where = points.clone()
     alive = valid.clone()
@@ -390,7 +397,7 @@ def _track_chained(grays: list, th: CameraThresholds) -> _DirectTracks:
         alive[idx] = ok
         rows = torch.tensor([first_row[c] + k for c in members], device=points.device)  # row (clip, t = k + 1)
         rows_dst[rows], rows_tracked[rows] = fwd, ok
-    repeat = torch.tensor(n_pairs, device=first.device)
+    repeat = torch.tensor(n_pairs, device=points.device)
     return _DirectTracks(points.repeat_interleave(repeat, dim=0), rows_dst, rows_tracked, np.asarray(valid.cpu()),
                          n_pairs, first_row)
 
@@ -436,7 +443,7 @@ def _pairwise(grays: list, size: tuple[int, int], th: CameraThresholds) -> list[
 
     prev = torch.cat([g[:-1] for g in grays])
     nxt = torch.cat([g[1:] for g in grays])
-    points, valid = select_points(prev, cells=th.cells, margin=max(th.window // 2 - 2, 0))
+    points, valid = select_points(prev, cells=th.cells, margin=_point_margin(th))
     fwd, st_f, _ = track_points(prev, nxt, points, window=th.window, max_level=th.max_level)
     back, st_b, _ = track_points(nxt, prev, fwd, window=th.window, max_level=th.max_level)
     fb_ok = (back - points).norm(dim=-1) <= th.fb_threshold_px

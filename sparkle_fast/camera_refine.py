@@ -111,6 +111,13 @@ def masked_median(values: np.ndarray, mask: np.ndarray, empty: float) -> np.ndar
     return np.where(mask.any(axis=1), median, empty)
 
 
+def robust_sigma2(squared_errors: np.ndarray, mask: np.ndarray, empty: float) -> np.ndarray:
+    """float64 (B,): per row, a robust variance per coordinate of 2-d errors: the median squared error over the
+    median of a chi-square with 2 degrees of freedom (2 ln 2). squared_errors float (B, N), mask bool (B, N);
+    `empty` for rows with no masked point."""
+    return masked_median(squared_errors, mask, empty) / (2 * np.log(2))
+
+
 def _squared_errors(h: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     err = ((apply_homographies(np.nan_to_num(h), src) - dst) ** 2).sum(axis=-1)
     return np.nan_to_num(err, nan=np.inf)
@@ -132,8 +139,7 @@ def choose_motion_model(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> t
     affine_ok = np.isfinite(h_affine).all(axis=(1, 2))
     e_full = _squared_errors(h_full, src, dst)
     e_affine = _squared_errors(h_affine, src, dst)
-    median = masked_median(e_full, mask, empty=np.inf)
-    sigma2 = np.maximum(median / (2 * np.log(2)), 1e-12)
+    sigma2 = np.maximum(robust_sigma2(e_full, mask, empty=np.inf), 1e-12)
     with np.errstate(invalid="ignore"):
         rho_full = np.where(mask, np.minimum(e_full / sigma2[:, None], 4.0), 0.0).sum(axis=1)
         rho_affine = np.where(mask, np.minimum(e_affine / sigma2[:, None], 4.0), 0.0).sum(axis=1)
@@ -151,54 +157,51 @@ def refine_from_first(first: Any, later: Any, h_init: np.ndarray, points: Any, v
     points: float32 torch (P, N, 2) frame 0's points; valid: bool torch (P, N) those that exist.
     n_pairs: the rows of each clip, in order (sum = P).
     exclude: optional bool (P, N): points never to count as background (step 5's subject points).
-    th: CameraThresholds (refine_iters, refine_max_level, refine_capture_px, refine_trim_px, fb_threshold_px,
-    min_points, window).
+    th: CameraThresholds (refine_iters, refine_max_level, refine_capture_px, refine_trim_px, refine_trim_sigmas,
+    fb_threshold_px, min_points, window).
     Returns float64 (P, 3, 3)."""
     import torch
 
     height, width = first.shape[1:]
     src = np.asarray(points.cpu(), np.float64)
     h_cur = np.array(h_init, np.float64)
-    usable_rows = np.isfinite(h_cur).all(axis=(1, 2))
     margin = th.window // 2 + 1
     clip_of_row = np.repeat(np.arange(len(n_pairs)), n_pairs)
     frame_of_row = np.concatenate([np.arange(n) for n in n_pairs]) if n_pairs else np.zeros(0, int)
     late_row = frame_of_row >= np.repeat(np.asarray(n_pairs) // 2, n_pairs)
+    rows = np.flatnonzero(np.isfinite(h_cur).all(axis=(1, 2)))  # NaN rows stay NaN
+    if rows.size == 0 or th.refine_iters <= 0:
+        return h_cur
+    index = torch.from_numpy(rows).to(first.device)
+    base, pts, targets, usable = first[index], points[index], later[index], valid[index]
+    s = src[rows]
+    clip_rows, late = clip_of_row[rows], late_row[rows]
+    excluded = None if exclude is None else exclude[rows]
     for _ in range(th.refine_iters):
-        rows = np.flatnonzero(usable_rows)
-        if rows.size == 0:
-            break
-        index = torch.from_numpy(rows).to(first.device)
-        base, pts = first[index], points[index]
-        aligned = warp_to_first(later[index], h_cur[rows], fill=base)
+        aligned = warp_to_first(targets, h_cur[rows], fill=base)
         fwd, st_f, _ = track_points(base, aligned, pts, window=th.window, max_level=th.refine_max_level)
         back, st_b, _ = track_points(aligned, base, fwd, window=th.window, max_level=th.refine_max_level)
-        ok = valid[index] & st_f & st_b & ((back - pts).norm(dim=-1) <= th.fb_threshold_px)
+        ok = usable & st_f & st_b & ((back - pts).norm(dim=-1) <= th.fb_threshold_px)
         ok = np.asarray(ok.cpu())
+        fwd = np.asarray(fwd.cpu(), np.float64)
         # where each point is in frame t: its position in the aligned frame, mapped by the current homography
-        in_t = apply_homographies(h_cur[rows], np.asarray(fwd.cpu(), np.float64))
+        in_t = apply_homographies(h_cur[rows], fwd)
         inside = ((in_t[..., 0] >= margin) & (in_t[..., 0] <= width - 1 - margin)
                   & (in_t[..., 1] >= margin) & (in_t[..., 1] <= height - 1 - margin))
         ok &= inside & np.isfinite(in_t).all(axis=-1)
-        s = src[rows]
         # background: points that the current estimates already align (within refine_capture_px) in most of the
         # later half of their clip's frames, where the camera's motion has added up and a subject has separated
-        close = ok & (np.linalg.norm(np.asarray(fwd.cpu(), np.float64) - s, axis=-1) <= th.refine_capture_px)
-        clip_rows = clip_of_row[rows]
-        late = late_row[rows]
-        n_clips = int(clip_of_row.max()) + 1
-        seen = np.zeros((n_clips, s.shape[1]))
-        agree = np.zeros((n_clips, s.shape[1]))
+        close = ok & (np.linalg.norm(fwd - s, axis=-1) <= th.refine_capture_px)
+        seen = np.zeros((len(n_pairs), s.shape[1]))
+        agree = np.zeros((len(n_pairs), s.shape[1]))
         np.add.at(seen, clip_rows[late], ok[late])
         np.add.at(agree, clip_rows[late], close[late])
         near = close & (2 * agree > seen)[clip_rows]
-        if exclude is not None:
-            near &= ~exclude[rows]
+        if excluded is not None:
+            near &= ~excluded
         h_fit, _ = choose_motion_model(s, in_t, near)
         err = np.linalg.norm(apply_homographies(np.nan_to_num(h_fit), s) - in_t, axis=-1)
-        # robust sigma per coordinate: the median squared error over the median of a chi-square with 2 dof
-        median = masked_median(err ** 2, near, empty=0.0)
-        sigma = np.sqrt(median / (2 * np.log(2)))
+        sigma = np.sqrt(robust_sigma2(err ** 2, near, empty=0.0))
         trim = np.minimum(th.refine_trim_px, np.maximum(th.refine_trim_sigmas * sigma, TRIM_FLOOR_PX))
         near &= err <= trim[:, None]
         h_fit, _ = choose_motion_model(s, in_t, near)
