@@ -42,9 +42,12 @@ Method (per clip, frames sampled at 2 FPS by default when a path is given):
      again, which removes the half-pixel
      bias Lucas-Kanade has when the camera zooms or rolls (a window's content scales or turns); the fit is an
      affine map unless a homography explains the points significantly better (GRIC), so that points on part of
-     the frame do not extrapolate perspective terms to the far corners. Points step 5 voted subject stay out.
-     `refine_iters` iterations of a warp and two tracking launches for all clips (measured: frame 0 -> t within
-     0.5 px on 64 of 72 clips with a 40% subject, against 44 without this step).
+     the frame do not extrapolate perspective terms to the far corners (chosen once per clip). Points step 5 voted
+     subject stay out. A rival hypothesis, that step 5's subject points are the background (a followed subject
+     step 5 took for the background: a slow zoom, a fast roll over a plain table), is refined in the same launches
+     and wins when its aligned points hold more of the frame's sides, and at least `still_min_sides`.
+     `refine_iters` iterations of a warp and two tracking launches for all clips and rivals (measured: frame 0 -> t
+     within 0.5 px on 68 of 72 clips with a 40% subject, against 44 without this step).
   6. Displacement = the largest distance a frame corner moves: per pair from the pair homographies; over the clip,
      the larger of the composed pair homographies and the fits of steps 5-5b (so a slow drift adds up).
   A subject that reaches 3 sides and fills most of the border while the camera moves (a close-up that spans the
@@ -100,6 +103,8 @@ class CameraThresholds:
     refine_capture_px: float = 1.0    # background there: points the current estimate aligns within this
     refine_trim_px: float = 0.5       # their fit drops points left farther than this or than
     refine_trim_sigmas: float = 3.0   # this many robust standard deviations of the fit's errors, then fits again
+    refine_min_points: int = 12       # a frame keeps its previous estimate when fewer background points remain
+    rival_threshold_px: float = 1.0   # RANSAC threshold of step 5b's rival hypothesis (step 5's subject as background)
 
 
 @dataclass
@@ -241,8 +246,8 @@ def _analyze_group(grays: list, size: tuple[int, int], th: CameraThresholds) -> 
     chained = _track_chained([grays[i] for i in rest], points[index], valid[index], th)
     keys = np.concatenate([np.arange(n) for n in chained.n_pairs])
     _, inliers = _background_homographies(chained.src, chained.dst, chained.tracked, th, keys)
-    h0t, foreground = _consistent_background(chained, inliers, th)
-    h0t = _refine([grays[i] for i in rest], chained, h0t, foreground, pairwise, th)
+    h0t, foreground, background = _consistent_background(chained, inliers, th)
+    h0t = _refine([grays[i] for i in rest], chained, h0t, foreground, background, pairwise, th)
     trusted = np.isfinite(h0t).all(axis=(1, 2))
     disp = np.where(trusted, corner_displacement(np.nan_to_num(h0t), size), np.nan)
     start = 0
@@ -260,14 +265,15 @@ def _analyze_group(grays: list, size: tuple[int, int], th: CameraThresholds) -> 
     return out
 
 
-def _consistent_background(direct, inliers: np.ndarray, th: CameraThresholds) -> tuple[np.ndarray, np.ndarray]:
+def _consistent_background(direct, inliers: np.ndarray,
+                           th: CameraThresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """float64 (rows, 3, 3): frame 0 -> t homographies of every clip of `direct` (`inliers` bool (rows, N) are those
-    of the model step 5's RANSAC chose) fitted on each clip's background points, NaN where too
-    few; and bool (rows, N): the points followed into the later half of their clip's frames that were not voted
-    background (a subject), on each of the clip's rows. The direct tracks follow the same points through the clip,
-    so the background is one set of points: those on the chosen (background) model in most of the frames where they
-    are tracked. Fitting every t on that set keeps a subject out even at a t where its motion is within the RANSAC
-    threshold of the background's."""
+    of the model step 5's RANSAC chose) fitted on each clip's background points, NaN where too few; bool (rows, N):
+    the points followed into the later half of their clip's frames that were not voted background (a subject), on
+    each of the clip's rows; and bool (rows, N): those voted background. The direct tracks follow the same points
+    through the clip, so the background is one set of points: those on the chosen (background) model in most of
+    the frames where they are tracked. Fitting every t on that set keeps a subject out even at a t where its motion
+    is within the RANSAC threshold of the background's."""
     from sparkle_fast.camera_refine import apply_homographies
     from sparkle_fast.ops.homography import refit_homographies
 
@@ -276,6 +282,7 @@ def _consistent_background(direct, inliers: np.ndarray, th: CameraThresholds) ->
     tracked = np.asarray(direct.tracked.cpu())
     out = np.full((len(inliers), 3, 3), np.nan)
     foreground = np.zeros(inliers.shape, bool)
+    voted = np.zeros(inliers.shape, bool)  # `background` of each clip, on each of its rows
     for n, start in zip(direct.n_pairs, direct.first_row, strict=True):
         block = slice(start, start + n)
         # the vote counts the later half of the frames: the camera's motion has added up there, so a subject that
@@ -284,6 +291,7 @@ def _consistent_background(direct, inliers: np.ndarray, th: CameraThresholds) ->
         seen = tracked[late].sum(0)
         background = (2 * inliers[late].sum(0) > seen) & (seen > 0)
         foreground[block] = (seen > 0) & ~background
+        voted[block] = background
         mask = tracked[block] & background
         h = refit_homographies(src[block], dst[block], mask)
         # one trimming pass: drop background points the refit leaves beyond the RANSAC threshold in that frame
@@ -293,40 +301,111 @@ def _consistent_background(direct, inliers: np.ndarray, th: CameraThresholds) ->
         h = refit_homographies(src[block], dst[block], mask)
         h[mask.sum(1) < th.min_points] = np.nan
         out[block] = h
-    return out, foreground
+    return out, foreground, voted
 
 
-def _refine(grays: list, chained, h0t: np.ndarray, foreground: np.ndarray, pairwise: list, th: CameraThresholds):
+def _rival_homographies(direct, subject: np.ndarray, th: CameraThresholds) -> np.ndarray:
+    """float64 (rows, 3, 3): frame 0 -> t homographies of the rival hypothesis, that step 5's subject points
+    (`subject`, bool (rows, N)) are the background: per row a RANSAC on their followed tracks (threshold
+    `rival_threshold_px`, looser than step 5's: a background step 5 lost is one its tracks fit badly, e.g. a fast
+    roll), refitted on the inliers; NaN where fewer than min_points are inliers."""
+    import torch
+
+    from sparkle_fast.ops.homography import refit_homographies
+
+    mask = subject & np.asarray(direct.tracked.cpu())
+    keys = np.concatenate([np.arange(n) for n in direct.n_pairs])
+    _, inliers = find_homographies(direct.src, direct.dst, torch.from_numpy(mask).to(direct.src.device),
+                                   threshold=th.rival_threshold_px, max_iters=th.ransac_iters, seed=th.seed, keys=keys)
+    mask &= np.asarray(inliers.cpu())
+    h = refit_homographies(np.asarray(direct.src.cpu(), np.float64), np.asarray(direct.dst.cpu(), np.float64), mask)
+    h[mask.sum(1) < th.min_points] = np.nan
+    return h
+
+
+def _refine(grays: list, chained, h0t: np.ndarray, foreground: np.ndarray, background: np.ndarray, pairwise: list,
+            th: CameraThresholds) -> np.ndarray:
     """Step 5b (sparkle_fast.camera_refine): float64 (rows, 3, 3) frame 0 -> t homographies refined on frames
-    aligned to frame 0, starting from step 5's fits, or from the composed pair homographies where those are missing
-    (too few background points followed to the end). The points are a denser grid of frame 0's corners
-    (`refine_cells`): a plain background behind a 40% subject leaves few cells of the coarse grid with a corner
-    (measured: 64 of 72 clips within 0.5 px with 18 x 24 cells, 57 with 12 x 16). Points step 5 took for a subject
-    (`foreground`, bool (rows, N)) stay out of the background: a dense point inherits the vote of the nearest of
-    step 5's points within half a coarse cell."""
+    aligned to frame 0.
+
+    Hypothesis A starts from step 5's fits (or the composed pair homographies where step 5 has none: too few
+    background points followed to the end) and keeps the points step 5 voted subject (`foreground`, bool (rows, N))
+    out of the background. Hypothesis B, for the clips where it can be fitted (_rival_homographies), starts from step
+    5's subject points taken as the background and keeps step 5's background points (`background`, bool (rows, N))
+    out. Both are refined in one call; B replaces A when its aligned background holds at least 2 points along more
+    of the frame's sides than A's, and along at least `still_min_sides` (the background surrounds the frame, a
+    subject of at most ~40% reaches at most 2 sides). Why: step 5 takes a followed subject for the background when
+    the camera's motion is slow enough to stay within the RANSAC threshold of the subject's for most pairs (a slow
+    zoom), or when its followed tracks of the background drift (a fast roll of a plain table top); aligned on frame
+    0, the background's points line up again (measured: 2 such clips of 72 at 40% subject, both now within 0.5 px).
+
+    The points are a denser grid of frame 0's corners (`refine_cells`): a plain background behind a 40% subject
+    leaves few cells of the coarse grid with a corner. A dense point inherits step 5's vote of its nearest coarse
+    point within half a coarse cell. A clip with no step-5 fit at all keeps no vote in A (its vote chose a model that
+    did not hold)."""
     import torch
 
     from sparkle_fast.camera_refine import refine_from_first
 
     if th.refine_iters <= 0:
         return h0t
-    composed = np.concatenate([_compose(r.homographies) for r in pairwise])
-    start = np.where(np.isfinite(h0t).all(axis=(1, 2))[:, None, None], h0t, composed)
+    n_pairs, first_row = chained.n_pairs, chained.first_row
     device = grays[0].device
-    repeat = torch.tensor(chained.n_pairs, device=device)
     firsts = torch.stack([g[0] for g in grays])
+    later = torch.cat([g[1:] for g in grays])
     height, width = firsts.shape[1:]
     margin = _point_margin(th)
     cells = _fitting_cells(th.refine_cells, th.cells, height, width, margin)
     points, valid = select_points(firsts, cells=cells, margin=margin)
-    coarse = chained.src[torch.tensor(chained.first_row, device=device)]  # (clips, Nc, 2) step 5's points
-    distance, nearest = torch.cdist(points, coarse).min(dim=-1)
-    voted = torch.from_numpy(foreground[chained.first_row]).to(device)  # the same on every row of a clip
+    coarse = chained.src[torch.tensor(first_row, device=device)]  # (clips, Nc, 2) step 5's points
+    distance, nearest = (np.asarray(x.cpu()) for x in torch.cdist(points, coarse).min(dim=-1))
     radius = 0.5 * max((height - 2 * margin) / th.cells[0], (width - 2 * margin) / th.cells[1])
-    exclude = voted.gather(1, nearest) & (distance <= radius)
-    return refine_from_first(firsts.repeat_interleave(repeat, dim=0), torch.cat([g[1:] for g in grays]), start,
-                             points.repeat_interleave(repeat, dim=0), valid.repeat_interleave(repeat, dim=0),
-                             chained.n_pairs, th, exclude=np.asarray(exclude.repeat_interleave(repeat, dim=0).cpu()))
+
+    def inherit(vote: np.ndarray) -> np.ndarray:  # bool (clips, Nc) step 5's points -> (clips, N) dense points
+        return np.take_along_axis(vote, nearest, axis=1) & (distance <= radius)
+
+    finite = np.isfinite(h0t).all(axis=(1, 2))
+    composed = np.concatenate([_compose(r.homographies) for r in pairwise])
+    start_a = np.where(finite[:, None, None], h0t, composed)
+    fitted = np.array([finite[r:r + n].any() for r, n in zip(first_row, n_pairs, strict=True)])
+    exclude_a = inherit(foreground[first_row] & fitted[:, None])
+    start_b = _rival_homographies(chained, foreground, th)
+    rivals = [c for c, (r, n) in enumerate(zip(first_row, n_pairs, strict=True))
+              if np.isfinite(start_b[r:r + n]).all()]
+    exclude_b = inherit(background[first_row])[rivals]
+    # one refinement call for A (every clip) then B (the rivals): rows of clip c, hypothesis by hypothesis
+    clips = list(range(len(n_pairs))) + rivals
+    rows = np.concatenate([np.arange(first_row[c], first_row[c] + n_pairs[c]) for c in clips])
+    hyp_pairs = [n_pairs[c] for c in clips]
+    repeat = torch.tensor(hyp_pairs, device=device)
+    index = torch.tensor(clips, device=device)
+    h_init = np.concatenate([start_a, start_b[rows[len(h0t):]]])
+    exclude = np.repeat(np.concatenate([exclude_a, exclude_b]), hyp_pairs, axis=0)
+    h, support = refine_from_first(firsts[index].repeat_interleave(repeat, dim=0),
+                                   later[torch.from_numpy(rows).to(device)], h_init,
+                                   points[index].repeat_interleave(repeat, dim=0),
+                                   valid[index].repeat_interleave(repeat, dim=0), hyp_pairs, th,
+                                   exclude=exclude, return_support=True)
+    held = _sides_held(support, hyp_pairs, cells)
+    out = h[:len(h0t)]
+    hyp_first = np.cumsum([0] + hyp_pairs[:-1])
+    for j, c in enumerate(rivals):
+        b = len(n_pairs) + j
+        if held[b] > held[c] and held[b] >= th.still_min_sides:
+            out[first_row[c]:first_row[c] + n_pairs[c]] = h[hyp_first[b]:hyp_first[b] + n_pairs[c]]
+    return out
+
+
+def _sides_held(support: np.ndarray, n_pairs: list[int], cells: tuple[int, int]) -> np.ndarray:
+    """int (clips,): per clip, the frame sides (of 4) along which at least 2 of frame 0's points (grid `cells`) are
+    background (`support`, bool (rows, N), from refine_from_first) in most of the later half of its frames."""
+    sides = frame_sides(cells)
+    out = np.zeros(len(n_pairs), int)
+    for c, (start, n) in enumerate(zip(np.cumsum([0] + n_pairs[:-1]), n_pairs, strict=True)):
+        late = support[start + n // 2:start + n]
+        held = 2 * late.sum(axis=0) > len(late)
+        out[c] = int(((sides & held).sum(axis=1) >= 2).sum())
+    return out
 
 
 def _fitting_cells(wanted: tuple[int, int], fallback: tuple[int, int], height: int, width: int,

@@ -19,16 +19,20 @@ to track is a small translation, which LK measures without the bias. Each iterat
      their clip's frames (where the camera's motion has added up, so a subject has separated from it);
   4. the motion model is fitted to them (choose_motion_model), points left farther than `refine_trim_sigmas` robust
      standard deviations (at most `refine_trim_px`, at least 0.1 px) are dropped, and it is fitted again. A frame
-     keeps its previous homography when fewer than `min_points` points remain.
+     keeps its previous homography when fewer than `refine_min_points` points remain (an affine fit needs 3; the
+     floor is for robustness, and 12 rather than 16 keeps late frames of a plain background behind a large subject).
 
 Why a choice of model: an 8-parameter homography fitted on points that cover part of the frame (a 40% subject
 hides the rest) extrapolates its two perspective terms to the far corners, where a few tenths of a pixel of
 tracking error become a pixel or more; when the camera's motion is affine (a zoom, a roll, a dolly) the 6-parameter
 affine fit is as right and much steadier there. So the homography is kept only when it explains the points
 significantly better, by Torr's geometric robust information criterion (choose_motion_model). A camera that turns
-(a real pan or tilt: lines converge, a keystone) passes that test easily, even by half a degree.
-Measured (bench/camera_accuracy.py, docs/CAMERA_CALIBRATION.md): frame 0 -> t within 0.5 px on 64 of 72 clips with a
-40% subject (44 without this step) and 69 of 72 with a 20% subject.
+(a real pan or tilt: lines converge, a keystone) passes that test easily, even by half a degree. The choice is
+made once per clip (the criterion summed over its frames), not per frame: whether the camera turns is a property of
+the clip, and per frame the homography won by chance on some frames of an affine drift, extrapolating 0.6 px
+errors to the corners.
+Measured (bench/camera_accuracy.py, docs/CAMERA_CALIBRATION.md), with camera.py's rival hypothesis: frame 0 -> t
+within 0.5 px on 68 of 72 clips with a 40% subject (44 without this step) and 70 of 72 with a 20% subject.
 """
 
 from __future__ import annotations
@@ -123,7 +127,8 @@ def _squared_errors(h: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarr
     return np.nan_to_num(err, nan=np.inf)
 
 
-def choose_motion_model(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def choose_motion_model(src: np.ndarray, dst: np.ndarray, mask: np.ndarray,
+                        groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the affine or the homography least-squares fit on the masked points, by GRIC (module docstring).
     float64 (B, N, 2), (B, N, 2), bool (B, N) -> (float64 (B, 3, 3), bool (B,) True where the homography was
     kept). NaN rows where neither model can be fitted.
@@ -131,7 +136,9 @@ def choose_motion_model(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> t
     GRIC (Torr) with both models mapping the plane to the plane: score = sum_i min(e_i^2 / sigma^2, 4) + 2 log(4n)
     per parameter pair, so the homography (2 more parameters) wins only when its capped residuals are lower by more
     than 2 log(4n). sigma^2 (per coordinate) is robust: the median squared error of the homography / (2 ln 2), the
-    median of a chi-square with 2 degrees of freedom; the cap keeps a few bad points from deciding."""
+    median of a chi-square with 2 degrees of freedom; the cap keeps a few bad points from deciding.
+    groups: optional int (B,): rows with the same group (a clip's frames) make one choice, on the sum over them of
+    each row's margin (rows where one of the models cannot be fitted count 0 and take the model that can)."""
     n = mask.sum(axis=1)
     h_full = refit_homographies(src, dst, mask)
     h_affine = fit_affine(src, dst, mask)
@@ -144,12 +151,17 @@ def choose_motion_model(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> t
         rho_full = np.where(mask, np.minimum(e_full / sigma2[:, None], 4.0), 0.0).sum(axis=1)
         rho_affine = np.where(mask, np.minimum(e_affine / sigma2[:, None], 4.0), 0.0).sum(axis=1)
     penalty = 2 * np.log(4 * np.maximum(n, 1))
-    keep_full = full_ok & (~affine_ok | (rho_affine - rho_full > penalty))
+    gain = np.where(full_ok & affine_ok, rho_affine - rho_full - penalty, 0.0)
+    if groups is not None and groups.size:
+        total = np.zeros(int(groups.max()) + 1)
+        np.add.at(total, groups, gain)
+        gain = total[groups]
+    keep_full = full_ok & (~affine_ok | (gain > 0))
     return np.where(keep_full[:, None, None], h_full, h_affine), keep_full
 
 
 def refine_from_first(first: Any, later: Any, h_init: np.ndarray, points: Any, valid: Any, n_pairs: list[int],
-                      th, exclude: np.ndarray | None = None) -> np.ndarray:
+                      th, exclude: np.ndarray | None = None, return_support: bool = False):
     """Refined frame 0 -> t homographies (module docstring).
 
     first: uint8 torch (P, H, W): each row's clip's frame 0; later: uint8 torch (P, H, W): frame t of that row.
@@ -158,8 +170,9 @@ def refine_from_first(first: Any, later: Any, h_init: np.ndarray, points: Any, v
     n_pairs: the rows of each clip, in order (sum = P).
     exclude: optional bool (P, N): points never to count as background (step 5's subject points).
     th: CameraThresholds (refine_iters, refine_max_level, refine_capture_px, refine_trim_px, refine_trim_sigmas,
-    fb_threshold_px, min_points, window).
-    Returns float64 (P, 3, 3)."""
+    refine_min_points, fb_threshold_px, window).
+    Returns float64 (P, 3, 3); with return_support, also bool (P, N): the points the last iteration fitted as
+    background in each row (all False in a row whose fit was not updated)."""
     import torch
 
     height, width = first.shape[1:]
@@ -170,8 +183,9 @@ def refine_from_first(first: Any, later: Any, h_init: np.ndarray, points: Any, v
     frame_of_row = np.concatenate([np.arange(n) for n in n_pairs]) if n_pairs else np.zeros(0, int)
     late_row = frame_of_row >= np.repeat(np.asarray(n_pairs) // 2, n_pairs)
     rows = np.flatnonzero(np.isfinite(h_cur).all(axis=(1, 2)))  # NaN rows stay NaN
+    support = np.zeros(src.shape[:2], bool)
     if rows.size == 0 or th.refine_iters <= 0:
-        return h_cur
+        return (h_cur, support) if return_support else h_cur
     index = torch.from_numpy(rows).to(first.device)
     base, pts, targets, usable = first[index], points[index], later[index], valid[index]
     s = src[rows]
@@ -199,12 +213,13 @@ def refine_from_first(first: Any, later: Any, h_init: np.ndarray, points: Any, v
         near = close & (2 * agree > seen)[clip_rows]
         if excluded is not None:
             near &= ~excluded
-        h_fit, _ = choose_motion_model(s, in_t, near)
+        h_fit, _ = choose_motion_model(s, in_t, near, clip_rows)
         err = np.linalg.norm(apply_homographies(np.nan_to_num(h_fit), s) - in_t, axis=-1)
         sigma = np.sqrt(robust_sigma2(err ** 2, near, empty=0.0))
         trim = np.minimum(th.refine_trim_px, np.maximum(th.refine_trim_sigmas * sigma, TRIM_FLOOR_PX))
         near &= err <= trim[:, None]
-        h_fit, _ = choose_motion_model(s, in_t, near)
-        good = (near.sum(axis=1) >= th.min_points) & np.isfinite(h_fit).all(axis=(1, 2))
+        h_fit, _ = choose_motion_model(s, in_t, near, clip_rows)
+        good = (near.sum(axis=1) >= th.refine_min_points) & np.isfinite(h_fit).all(axis=(1, 2))
         h_cur[rows[good]] = h_fit[good]
-    return h_cur
+        support[rows] = near & good[:, None]
+    return (h_cur, support) if return_support else h_cur
