@@ -397,14 +397,12 @@ def _refine(grays: list, chained, h0t: np.ndarray, foreground: np.ndarray, backg
 
 
 def _sides_held(support: np.ndarray, n_pairs: list[int], cells: tuple[int, int]) -> np.ndarray:
-    """int (clips,): per clip, the frame sides (of 4) along which at least 2 of frame 0's points (grid `cells`) are
-    background (`support`, bool (rows, N), from refine_from_first) in most of the later half of its frames."""
-    sides = frame_sides(cells)
+    """int (clips,): per clip, sides_holding of frame 0's points (grid `cells`) that are background (`support`,
+    bool (rows, N), from refine_from_first) in most of the later half of its frames."""
     out = np.zeros(len(n_pairs), int)
     for c, (start, n) in enumerate(zip(np.cumsum([0] + n_pairs[:-1]), n_pairs, strict=True)):
         late = support[start + n // 2:start + n]
-        held = 2 * late.sum(axis=0) > len(late)
-        out[c] = int(((sides & held).sum(axis=1) >= 2).sum())
+        out[c] = sides_holding(2 * late.sum(axis=0) > len(late), cells)
     return out
 
 
@@ -489,7 +487,6 @@ def _still_points(direct: _DirectTracks, size: tuple[int, int], th: CameraThresh
     src = np.asarray(direct.src.cpu(), np.float64)
     dst = np.asarray(direct.dst.cpu(), np.float64)
     near_np, tracked_np, valid_np = np.asarray(near.cpu()), np.asarray(direct.tracked.cpu()), direct.valid
-    sides = frame_sides(th.cells)  # (4, cells)
     ring = border_cells(th.cells)
     out: list[CameraMotion | None] = []
     for c, (n, start) in enumerate(zip(direct.n_pairs, direct.first_row, strict=True)):
@@ -499,7 +496,7 @@ def _still_points(direct: _DirectTracks, size: tuple[int, int], th: CameraThresh
         # Occluded points (lost in some frame) are neither: a subject sweeping over the background hides some.
         moved = tracked_np[block].all(axis=0) & ~still
         ring_still, ring_moved = int((still & ring).sum()), int((moved & ring).sum())
-        sides_held = int(((sides & still).sum(axis=1) >= 2).sum())
+        sides_held = sides_holding(still, th.cells)
         if (still.sum() < th.still_min_points or ring_still < th.still_border_ratio * max(ring_still + ring_moved, 1)
                 or sides_held < th.still_min_sides):
             out.append(None)
@@ -585,6 +582,13 @@ def frame_sides(cells: tuple[int, int], width: int = 2) -> np.ndarray:
     rows, cols = cells
     r, c = np.divmod(np.arange(rows * cols), cols)
     return np.stack([r < width, r >= rows - width, c < width, c >= cols - width])
+
+
+def sides_holding(points: np.ndarray, cells: tuple[int, int]) -> int:
+    """How many of the frame's 4 sides (frame_sides) hold at least 2 of `points` (bool (rows * cols,), a grid of
+    `cells` in select_points' order): the still-points test and step 5b's choice of hypothesis both ask whether a
+    point set surrounds the frame as a background does."""
+    return int(((frame_sides(cells) & points).sum(axis=1) >= 2).sum())
 
 
 def side_share(inliers: np.ndarray, tracked: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
