@@ -66,6 +66,34 @@ def test_export_bench_writes_sparkle_bench(tmp_path, capsys):
     assert len(layout.read_jsonl(bench / "time_metadata.jsonl")) == 1
 
 
+def test_export_bench_writes_masks_and_control_videos(tmp_path, capsys):
+    """The stage-4 mask and the stage-5 control video of every exported sample land in MASKS/{theme}/ (the layout
+    `sparkle-fast eval --masks` reads); --samples passed-4 also exports the samples stage 5 kept."""
+    from sparkle_fast.formats import load_mask, save_mask
+
+    out = _run_folder(tmp_path)
+    mask = np.zeros((5, 32, 48), bool)
+    mask[:, 8:20, 10:30] = True
+    for sample in ("Sparkle_time_000000", "Sparkle_time_000001"):
+        save_mask(out.artifact("time", "source_video_mask", sample), mask)
+    control = np.zeros((5, 32, 48, 3), np.uint8)
+    video.write_video(out.artifact("time", "edited_video_canny", "Sparkle_time_000001"), control, fps=16)
+    bench, masks = tmp_path / "bench", tmp_path / "masks"
+    assert main(["export-bench", str(out.root), "--bench", str(bench), "--masks", str(masks)]) == 0
+    assert json.loads(capsys.readouterr().out)["masks"] == str(masks)
+    assert sorted(p.name for p in (masks / "time").iterdir()) == ["Sparkle_time_000001.npz",
+                                                                 "Sparkle_time_000001_control.mp4"]
+    assert np.array_equal(load_mask(masks / "time" / "Sparkle_time_000001.npz"), mask)
+    # Every sample that passed stage 4 (kept and rejected by stage 5); a sample without a control video has none.
+    everything = tmp_path / "all"
+    assert main(["export-bench", str(out.root), "--bench", str(everything), "--samples", "passed-4"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == {"time": 2}
+    ids = [r["id"] for r in layout.read_jsonl(everything / "time_metadata.jsonl")]
+    assert ids == ["Sparkle_time_000000", "Sparkle_time_000001"]
+    assert (everything / "masks" / "time" / "Sparkle_time_000000.npz").is_file()
+    assert not (everything / "masks" / "time" / "Sparkle_time_000000_control.mp4").exists()
+
+
 def test_export_bench_without_a_run(tmp_path, capsys):
     assert main(["export-bench", str(tmp_path / "nothing")]) == 2
     assert "no manifest" in capsys.readouterr().err
