@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,29 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
             raise ConfigError(f"override {dotted!r}: expected section.key")
         apply_values(config, {section: {key: value}}, "command line")
     check_config(config)
+    note = kiwi_crop_note(config)
+    if note:
+        warnings.warn(note, KiwiCropWarning, stacklevel=2)
     return config
+
+
+class KiwiCropWarning(UserWarning):
+    """The clip size is not a multiple of 32: Kiwi-Edit's readers will crop it (not an error: Sparkle's is 720)."""
+
+
+KIWI_MULTIPLE = 32  # Kiwi-Edit (and Sparkle's bench scripts) floor H and W to multiples of 32 when they read a clip
+
+
+def kiwi_crop_note(config: PipelineConfig) -> str | None:
+    """A sentence when clip.width x clip.height is not a multiple of 32 in both sides (Sparkle's own 1280x720 is
+    not: Kiwi-Edit trains on 1280x704), else None."""
+    width, height = config.clip.width, config.clip.height
+    fit_w, fit_h = width // KIWI_MULTIPLE * KIWI_MULTIPLE, height // KIWI_MULTIPLE * KIWI_MULTIPLE
+    if (fit_w, fit_h) == (width, height):
+        return None
+    return (f"clip size {width}x{height} is not a multiple of {KIWI_MULTIPLE}: Kiwi-Edit's training and inference "
+            f"readers floor height and width to multiples of {KIWI_MULTIPLE}, so at this size they read "
+            f"{fit_w}x{fit_h} (as Sparkle's own 1280x720 clips are read at 1280x704)")
 
 
 def check_config(config: PipelineConfig) -> None:

@@ -76,7 +76,8 @@ def _write_json(path: Path, value: Any) -> None:
 
 def write_index_files(manifest: Manifest, out: layout_mod.SparkleLayout) -> dict[str, int]:
     """Rewrite every theme's train CSV, metadata jsonl and intermediate jsonl files from the manifest (never
-    appended). Returns {theme: rows in its train CSV}."""
+    appended); a theme with no finished sample gets no train CSV or metadata file. Returns {theme: rows in its train
+    CSV}."""
     samples = manifest.samples()
     themes = sorted({s.theme for s in samples})
     by_stage = {n: {r.sample_id: r for r in manifest.results(n)} for n in STAGE_NUMBERS}
@@ -90,8 +91,12 @@ def write_index_files(manifest: Manifest, out: layout_mod.SparkleLayout) -> dict
             rows.append(out.train_row(theme, sid, edit["prompt"]))
             metadata.append(layout_mod.metadata_record(theme, sid, edit["prompt"], edit.get("chosen_keyword"),
                                                        edit.get("original_scene")))
-        layout_mod.write_train_csv(out.train_csv(theme), rows)
-        layout_mod.write_jsonl(out.train_metadata(theme), metadata)
+        if rows:
+            layout_mod.write_train_csv(out.train_csv(theme), rows)
+            layout_mod.write_jsonl(out.train_metadata(theme), metadata)
+        else:  # no kept sample: no files (Kiwi-Edit's train.py stops on a header-only CSV)
+            out.train_csv(theme).unlink(missing_ok=True)
+            out.train_metadata(theme).unlink(missing_ok=True)
         lines: dict[str, list[dict]] = {name: [] for name in layout_mod.RECORD_FILES}
         for number in STAGE_NUMBERS:
             for sid in ids:

@@ -23,6 +23,67 @@ import numpy as np
 
 from sparkle_fast import layout
 
+# --- the release (sparkle-fast package) ------------------------------------------------------------------------
+# Names and internal paths as Sparkle's release README publishes them (the names are Sparkle's; the state file, the
+# checksums file, rejected.jsonl and the webdataset variant are ours).
+RELEASE_STATE = "release_state.json"  # the packager's shard ledger; marks a folder as a release
+RELEASE_FORMATS = ("tar", "webdataset")
+CHECKSUMS = "SHA256SUMS"
+REJECTED = "rejected.jsonl"
+CARD = "README.md"
+WEBDATASET_DIR = "webdataset"
+# One webdataset sample: {id}.{suffix} for each of these (the json holds the prompt and the metadata record).
+WEBDATASET_MEMBERS = {"source_video": "source_video.mp4", "edited_video": "edited_video.mp4",
+                      "source_video_mask": "source_video_mask.npz", "json": "json"}
+_THEME = "|".join(layout.THEMES)
+_PART = r"_part(?P<part>\d{2,})\.tar"
+MAIN_SHARD = re.compile(rf"(?P<theme>{_THEME})_(?P<kind>{'|'.join(layout.THEME_ARTIFACTS)}){_PART}")
+INTERMEDIATE_SHARD = re.compile(
+    rf"intermediate_data/(?P<theme>{_THEME})_(?P<kind>{'|'.join(layout.INTERMEDIATE_ARTIFACTS)}){_PART}")
+WEBDATASET_SHARD = re.compile(rf"{WEBDATASET_DIR}/(?P<theme>{_THEME}){_PART}")
+
+
+def shard_name(theme: str, kind: str, part: int) -> str:
+    """A shard's path in the release: {theme}_{kind}_partXX.tar at the root for source_video / edited_video,
+    intermediate_data/{theme}_{kind}_partXX.tar for the six intermediate folders, webdataset/{theme}_partXX.tar for
+    kind "webdataset"."""
+    layout.check_theme(theme)
+    if kind in layout.THEME_ARTIFACTS:
+        return f"{theme}_{kind}_part{part:02d}.tar"
+    if kind in layout.INTERMEDIATE_ARTIFACTS:
+        return f"intermediate_data/{theme}_{kind}_part{part:02d}.tar"
+    if kind == "webdataset":
+        return f"{WEBDATASET_DIR}/{theme}_part{part:02d}.tar"
+    raise ValueError(f"unknown shard kind {kind!r}")
+
+
+def member_name(theme: str, kind: str, sample: str) -> str:
+    """A file's path inside its shard: {theme}/{kind}/{id}{ext} (for intermediate shards relative to
+    intermediate_data/, as Sparkle's README extracts them), or {id}.{suffix} in a webdataset shard (kind is then a
+    WEBDATASET_MEMBERS key)."""
+    if kind in layout.THEME_ARTIFACTS:
+        return f"{theme}/{kind}/{sample}{layout.THEME_ARTIFACTS[kind]}"
+    if kind in layout.INTERMEDIATE_ARTIFACTS:
+        return f"{theme}/{kind}/{sample}{layout.INTERMEDIATE_ARTIFACTS[kind]}"
+    if kind in WEBDATASET_MEMBERS:
+        return f"{sample}.{WEBDATASET_MEMBERS[kind]}"
+    raise ValueError(f"unknown member kind {kind!r}")
+
+
+def scored_frame_problems(indices: Any, frame_count: int | None, where: str) -> list[str]:
+    """Stage 5 scores 4 distinct non-first frames (Sparkle's README: [1, 26, 51, 76] for 81)."""
+    if not isinstance(indices, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+        return [f"{where}: frame_indices must be a list of ints, got {indices!r}"]
+    problems = []
+    if len(indices) != 4 or len(set(indices)) != 4:
+        problems.append(f"{where}: frame_indices {indices} are not 4 distinct frames (Sparkle scores 4)")
+    if any(i < 1 for i in indices):
+        problems.append(f"{where}: frame_indices {indices} include frame 0 (Sparkle scores non-first frames)")
+    if frame_count is not None and any(i >= frame_count for i in indices):
+        problems.append(f"{where}: frame_indices {indices} reach past the video's {frame_count} frames")
+    return problems
+
+
 NUMBER = (int, float)
 BOX = "box"  # [x1, y1, x2, y2] numbers, or [] where the VLM failed (round 2 only)
 OBJECT = {"bbox_2d": BOX, "label": str}

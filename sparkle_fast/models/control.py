@@ -60,15 +60,20 @@ _COMPONENTS = ("transformer", "transformer_2", "vae", "text_encoder", "tokenizer
 
 
 def score_frame_indices(num_frames: int, count: int = 4) -> list[int]:
-    """Stage 5's frames to score: `count` uniformly spaced frames after frame 0.
+    """Stage 5's frames to score: `count` distinct, uniformly spaced frames after frame 0.
 
     The README gives [1, 26, 51, 76] for 81 frames (stride 25), not its formula; we keep the same stride relative
     to the length, round(25 * (num_frames - 1) / 80), so 81 frames give exactly the released indices and shorter
-    clips (73, 69) scale down (an inference). Fewer frames than needed: every non-first frame, at most `count`.
+    clips scale down (an inference), capped so that all `count` frames fit: 13 frames give [1, 4, 7, 10], 25 give
+    [1, 8, 15, 22], 5 give [1, 2, 3, 4]. Only a clip with fewer than count + 1 frames gets fewer: every non-first
+    frame.
     """
     if num_frames < 2 or count < 1:
         raise ValueError(f"need num_frames >= 2 and count >= 1, got num_frames={num_frames}, count={count}")
-    stride = max(1, round(25 * (num_frames - 1) / 80 * 4 / count))
+    stride = round(25 * (num_frames - 1) / 80 * 4 / count)
+    if count > 1:
+        stride = min(stride, (num_frames - 2) // (count - 1))  # the last index, 1 + (count-1)*stride, stays < T
+    stride = max(1, stride)
     return [1 + i * stride for i in range(count) if 1 + i * stride < num_frames]
 
 
