@@ -1,0 +1,116 @@
+"""`sparkle-fast plan`: weight bytes from safetensors headers, the model-major schedule, the fit decision."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sparkle_fast.driver.cli import main
+from sparkle_fast.driver.plan import GIB, make_plan
+from sparkle_fast.driver.step_graph import StepSpec, model_major_phases, step_graph
+from sparkle_fast.models.weights import WeightsError, block_name, folder_weights
+
+from real_size_models import write_real_size_models, write_sparse_safetensors
+
+
+@pytest.fixture(scope="module")
+def real_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real_size_models")
+    return root, write_real_size_models(root)
+
+
+def test_folder_weights_reads_headers_only(tmp_path):
+    nbytes = write_sparse_safetensors(tmp_path / "transformer" / "a.safetensors",
+                                      {"blocks.0.attn.q.weight": ("BF16", (4096, 5120)),
+                                       "blocks.0.ffn.weight": ("BF16", (5120, 13824)),
+                                       "blocks.1.ffn.weight": ("BF16", (5120, 13824)),
+                                       "head.weight": ("F32", (7,))})
+    write_sparse_safetensors(tmp_path / "vae" / "b.safetensors", {"conv.weight": ("F32", (3, 3))})
+    weights = folder_weights(tmp_path)
+    assert weights.components["transformer"].bytes == nbytes == (4096 * 5120 + 2 * 5120 * 13824) * 2 + 28
+    assert weights.components["transformer"].parameters == 4096 * 5120 + 2 * 5120 * 13824 + 7
+    assert weights.components["transformer"].largest_block_bytes == (4096 * 5120 + 5120 * 13824) * 2
+    assert weights.components["vae"].bytes == 36 and weights.total_bytes == nbytes + 36
+    assert sum(p.stat().st_blocks for p in tmp_path.rglob("*.safetensors")) < 64  # sparse: nothing was written
+
+
+def test_block_name_groups_by_first_layer_index():
+    assert block_name("model.layers.12.mlp.up.weight") == "model.layers.12"
+    assert block_name("blocks.3.attn.q.weight") == "blocks.3"
+    assert block_name("lm_head.weight") == "lm_head.weight"
+
+
+def test_corrupt_header_is_named(tmp_path):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"\xff" * 8 + b"{}")
+    with pytest.raises(WeightsError, match="model.safetensors"):
+        folder_weights(tmp_path)
+
+
+def test_model_major_phases_load_each_slot_once_per_run_of_ready_steps():
+    phases = model_major_phases(step_graph())
+    slots = [slot for slot, _ in phases]
+    assert slots == [None, "vlm", "editor", "scorer", "vlm", "editor", "scorer", "vlm", "i2v", "sam3", "control",
+                     "scorer"]
+    by_slot = dict(zip([f"{i}" for i in range(len(phases))], phases))
+    assert ["caption_background", "ground_r2"] == [n for n in by_slot["7"][1]]  # one VLM residency for both
+    order = [name for _, names in phases for name in names]
+    position = {name: i for i, name in enumerate(order)}
+    for step in step_graph():  # every step runs after what it reads
+        assert all(position[a] < position[step.name] for a in step.after), step.name
+
+
+def test_phases_reject_a_cycle():
+    with pytest.raises(ValueError, match="cycle"):
+        model_major_phases([StepSpec(1, "a", "vlm", ("b",)), StepSpec(1, "b", "vlm", ("a",))])
+
+
+def test_plan_on_real_size_folders_fits_an_h100(real_models):
+    root, sizes = real_models
+    plan = make_plan(root, gpu="H100")
+    for slot, nbytes in sizes.items():
+        assert plan.slots[slot].weight_bytes == nbytes
+    assert plan.fits, plan.problems
+    assert plan.gpu_memory_bytes == 80 * GIB and plan.peak_bytes <= 80 * GIB
+    assert plan.slots["vlm"].mode == "resident" and plan.slots["vlm"].batch_size > 1
+    # Fun-Control with CFG at 720p cannot hold both experts, the text encoder and its activations: one expert at a time.
+    assert plan.slots["control"].mode == "sequential_experts"
+    assert plan.slots["control"].resident_bytes < sizes["control"]
+    cost = plan.gpu_hours_per_1000_kept()
+    render = next(s for s in plan.steps if s.name == "render")
+    animate = next(s for s in plan.steps if s.name == "animate_background")
+    assert render.gpu_seconds_per_sample > 10 * animate.gpu_seconds_per_sample  # 50 steps x CFG against 4 steps
+    assert cost["total"] > cost["compute"] > 0
+
+
+def test_plan_distilled_stage5_is_cheaper(real_models):
+    root, _ = real_models
+    stock = make_plan(root, gpu="H100").gpu_hours_per_1000_kept()["total"]
+    distilled = make_plan(root, gpu="H100", steps_override={"render": 4, "render.cfg": False})
+    assert distilled.gpu_hours_per_1000_kept()["total"] < stock / 3
+
+
+def test_plan_cli_json(real_models, capsys):
+    root, sizes = real_models
+    assert main(["plan", "--models", str(root), "--gpu", "H200", "--json"]) == 0
+    value = json.loads(capsys.readouterr().out)
+    assert value["fits"] is True and value["gpu_memory_bytes"] == 140 * GIB
+    assert value["peak_bytes"] <= value["gpu_memory_bytes"]
+    assert {k: v["weight_bytes"] for k, v in value["slots"].items()} == sizes
+    assert [s["name"] for s in value["steps"]][:3] == ["camera_filter", "camera_verdict", "scene_instruction"]
+    assert all({"stage", "name", "slot"} <= set(s) for s in value["steps"])
+
+
+def test_plan_cli_fails_naming_the_slot_that_cannot_fit(real_models, capsys):
+    root, _ = real_models
+    assert main(["plan", "--models", str(root), "--gpu-memory", "4"]) == 1
+    err = capsys.readouterr().err
+    assert "[control]" in err and "do not fit" in err and "4.0 GiB" in err
+    assert "[sam3]" not in err  # SAM3 (3.4 GB in F32) fits 4 GiB block by block
+
+
+def test_plan_cli_unknown_gpu(real_models, capsys):
+    root, _ = real_models
+    assert main(["plan", "--models", str(root), "--gpu", "TPU"]) == 2
+    assert "unknown GPU" in capsys.readouterr().err
