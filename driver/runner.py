@@ -6,6 +6,12 @@ stage's load, so one GPU holds one stage's models at a time. A Ray runner (an ac
 same run() over the same stages and manifest. ShardedRunner (workers.py) runs one LocalRunner process per GPU on
 disjoint shards of the samples.
 
+A stage with a `run_batch(samples, contexts)` method (stage 1: its camera filter batches many clips per launch) is
+given up to its `batch_size` samples per call and returns one outcome per sample; if the call raises, each of its
+samples is run alone with run(), so one bad sample cannot fail the others. Every call runs inside
+ops' record_backends(), and the implementations the ops reached ("backends": {"control_video": "triton", ...}) are
+added to each outcome's record.
+
 An exception inside a stage (out-of-memory included) fails that sample with the error as its reason; the run goes on.
 A full disk is not the sample's fault: the run stops with DiskFullError, no attempt is counted against the sample,
 and everything committed before stays in the manifest (SQLite rolls back the transaction it could not write), so
@@ -104,27 +110,71 @@ class LocalRunner:
         started = time.perf_counter()
         models = stage.load_models(models_source)
         load_seconds = time.perf_counter() - started
+        batched = callable(getattr(stage, "run_batch", None))
+        size = max(1, int(getattr(stage, "batch_size", 1))) if batched else 1
+        done = 0
         try:
-            for done, sample in enumerate(todo, start=1):
-                previous = {n: (r.record if (r := manifest.result(sample.id, n)) else None)
-                            for n in range(1, stage.number)}
-                context = StageContext(layout, config, models, previous)
+            for start in range(0, len(todo), size):
+                group = todo[start:start + size]
+                contexts = [StageContext(layout, config, models,
+                                         {n: (r.record if (r := manifest.result(sample.id, n)) else None)
+                                          for n in range(1, stage.number)}) for sample in group]
                 t0 = time.perf_counter()
-                try:
-                    outcome = stage.run(sample, context)
-                except Exception as exc:  # one bad sample never stops the run
-                    if is_disk_full(exc):  # ... but a full disk stops them all: nothing recorded, no attempt used
-                        raise disk_full_error(exc, layout.root, f"{stage.name} wrote sample {sample.id}") from exc
-                    outcome = StageOutcome.failed(f"{type(exc).__name__}: {exc}")
-                    traceback.print_exc()  # the full trace for the log; the manifest keeps the message
-                    _release_gpu_memory()  # after an out-of-memory error, give the cache back before going on
-                seconds = time.perf_counter() - t0
-                timing = dict(outcome.timing)
-                if done == 1:
-                    timing["model_load"] = load_seconds
-                manifest.finish(sample.id, stage.number, outcome.status, score=outcome.score, reason=outcome.reason,
-                                record=outcome.record, seconds=seconds, timing=timing)
-                self.progress(stage.name, done, len(todo))
+                if batched:
+                    outcomes = self._run_batch(stage, group, contexts, layout)
+                else:
+                    outcomes = [self._run_one(stage, group[0], contexts[0], layout)]
+                seconds = (time.perf_counter() - t0) / len(group)  # a batch's wall time, shared evenly
+                for sample, outcome in zip(group, outcomes, strict=True):
+                    done += 1
+                    timing = dict(outcome.timing)
+                    if done == 1:
+                        timing["model_load"] = load_seconds
+                    manifest.finish(sample.id, stage.number, outcome.status, score=outcome.score,
+                                    reason=outcome.reason, record=outcome.record, seconds=seconds, timing=timing)
+                    self.progress(stage.name, done, len(todo))
         finally:
             stage.release_models(models)
             _release_gpu_memory()
+
+    def _run_one(self, stage: Stage, sample: Sample, context: StageContext, layout: SparkleLayout) -> StageOutcome:
+        from sparkle_fast.ops._dispatch import record_backends
+
+        with record_backends() as used:
+            try:
+                outcome = stage.run(sample, context)
+            except Exception as exc:  # one bad sample never stops the run
+                if is_disk_full(exc):  # ... but a full disk stops them all: nothing recorded, no attempt used
+                    raise disk_full_error(exc, layout.root, f"{stage.name} wrote sample {sample.id}") from exc
+                outcome = StageOutcome.failed(f"{type(exc).__name__}: {exc}")
+                traceback.print_exc()  # the full trace for the log; the manifest keeps the message
+                _release_gpu_memory()  # after an out-of-memory error, give the cache back before going on
+        return _with_backends(outcome, used)
+
+    def _run_batch(self, stage: Stage, group: list[Sample], contexts: list[StageContext],
+                   layout: SparkleLayout) -> list[StageOutcome]:
+        from sparkle_fast.ops._dispatch import record_backends
+
+        with record_backends() as used:
+            try:
+                outcomes = list(stage.run_batch(group, contexts))
+                if len(outcomes) != len(group):
+                    raise RuntimeError(f"{stage.name}.run_batch returned {len(outcomes)} outcomes for "
+                                       f"{len(group)} samples")
+            except Exception as exc:
+                if is_disk_full(exc):
+                    raise disk_full_error(exc, layout.root, f"{stage.name} wrote a batch of samples") from exc
+                traceback.print_exc()
+                _release_gpu_memory()
+                outcomes = None
+        if outcomes is None:  # the batch failed as a whole: each sample alone, so a bad one fails only itself
+            return [self._run_one(stage, sample, context, layout)
+                    for sample, context in zip(group, contexts, strict=True)]
+        return [_with_backends(outcome, used) for outcome in outcomes]
+
+
+def _with_backends(outcome: StageOutcome, used: dict[str, str]) -> StageOutcome:
+    """The outcome with record["backends"] = the ops' implementations reached during its call (none: unchanged)."""
+    if used:
+        outcome.record = {**(outcome.record or {}), "backends": dict(sorted(used.items()))}
+    return outcome

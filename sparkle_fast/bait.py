@@ -20,8 +20,10 @@ How it runs (the image encoder dominates SAM3's cost):
   - the tracker encodes each frame once per clip into a feature cache every pass reads (see
     sparkle_fast.models.tracker); passes advance in lockstep (all forward passes sweep t upwards together, then all
     backward passes sweep downwards), so even a cache smaller than the clip is hit by every pass of a frame;
-  - votes are counted per pixel in one uint8 (T, H, W) tensor on the tracker's device as masks stream out (never N
-    byte videos), thresholded and bit-packed once (ops.pack_bits) at the end.
+  - each pass's masks are bit-packed as they stream out (ops.pack_bits per frame, into one (N, T*H*W/8) tensor on
+    the tracker's device: an eighth of N byte videos), and the vote is ops.vote_and_pack on those packed passes,
+    so it runs on the op's GPU kernels on a GPU. Frames whose H*W is not a multiple of 8 do not start on a byte:
+    such clips keep (N, T, H, W) bool passes instead (small sizes only in practice).
 
 A tracker is anything with `open_clip(frames, max_cached_frames=...)` returning a `ClipTracker` (below); the real
 one is models.tracker.Sam3Tracker, and `ScriptedTracker` returns known masks so the logic is tested exactly.
@@ -42,7 +44,7 @@ import numpy as np
 import torch
 
 from sparkle_fast.models.json_answers import normalize_bbox
-from sparkle_fast.ops.vote_pack import MAX_PASSES, pack_bits
+from sparkle_fast.ops.vote_pack import MAX_PASSES, pack_bits, vote_and_pack
 
 ANCHOR_FPS = 2  # Sparkle grounds the foreground on frames sampled at 2 FPS
 MODES = ("bait", "single")
@@ -302,6 +304,34 @@ def _union(masks: torch.Tensor, n_objects: int, size: tuple[int, int], where: st
     return masks.any(dim=0)
 
 
+class _PassMasks:
+    """Every pass's mask video, filled frame by frame: bit-packed rows (N, T*H*W/8) when a frame's H*W is a multiple
+    of 8 (each frame then starts on a byte), else bool (N, T, H, W)."""
+
+    def __init__(self, n_passes: int, shape: tuple[int, int, int], device: Any):
+        self.shape = shape
+        n_frames, height, width = shape
+        self.frame_bytes = height * width // 8 if (height * width) % 8 == 0 else None
+        if self.frame_bytes is not None:
+            self.data = torch.zeros((n_passes, n_frames * self.frame_bytes), dtype=torch.uint8, device=device)
+        else:
+            self.data = torch.zeros((n_passes,) + shape, dtype=torch.bool, device=device)
+
+    def add(self, index: int, frame: int, mask: torch.Tensor) -> None:
+        """OR bool (H, W) `mask` into pass `index`'s frame `frame`."""
+        if self.frame_bytes is None:
+            self.data[index, frame] |= mask.to(self.data.device)
+        else:
+            where = slice(frame * self.frame_bytes, (frame + 1) * self.frame_bytes)
+            self.data[index, where] |= pack_bits(mask.to(self.data.device))
+
+    def vote(self) -> torch.Tensor:
+        """ops.vote_and_pack: uint8 (ceil(T*H*W/8),), a pixel foreground iff a strict majority of the passes say so."""
+        if self.frame_bytes is None:
+            return vote_and_pack(self.data)
+        return vote_and_pack(self.data, shape=self.shape)
+
+
 def track_and_vote(tracker: Tracker, frames: Any, passes: Sequence[TrackPass], *,
                    max_cached_frames: int | None = None) -> tuple[torch.Tensor, dict]:
     """Run `passes` in lockstep on one clip and vote; returns (packed uint8 torch, stats).
@@ -310,7 +340,7 @@ def track_and_vote(tracker: Tracker, frames: Any, passes: Sequence[TrackPass], *
     t = last anchor .. 0, every backward pass with anchor >= t steps to t (its anchor-frame step conditions the pass
     and is not voted again: the forward half already voted that frame). A pass with anchor 0 has no backward half
     (transformers' reverse from frame 0 yields nothing, and the forward half covers frame 0). Each pass votes once
-    per frame it covers; a pixel is foreground iff votes >= len(passes) // 2 + 1.
+    per frame it covers; a pixel is foreground iff votes >= len(passes) // 2 + 1 (ops.vote_and_pack's default).
     """
     n_frames, height, width = _frames_shape(frames)
     if not 1 <= len(passes) <= MAX_PASSES:
@@ -319,7 +349,7 @@ def track_and_vote(tracker: Tracker, frames: Any, passes: Sequence[TrackPass], *
         if not 0 <= p.anchor.frame < n_frames:
             raise ValueError(f"BAIT: anchor frame {p.anchor.frame} (slot {p.anchor.slot}) is outside the clip's "
                              f"{n_frames} frames")
-    votes = torch.zeros((n_frames, height, width), dtype=torch.uint8, device=tracker.device)
+    masks_of = _PassMasks(len(passes), (n_frames, height, width), tracker.device)
     clip = tracker.open_clip(frames, max_cached_frames=max_cached_frames)
     steps = 0
     try:
@@ -343,15 +373,13 @@ def track_and_vote(tracker: Tracker, frames: Any, passes: Sequence[TrackPass], *
                     steps += 1
                     if reverse and t == a and p.forward:
                         continue  # the anchor frame was voted by this pass's forward half
-                    votes[t] += _union(masks, len(p.anchor.boxes), (height, width), f"pass {i} frame {t}")
+                    masks_of.add(i, t, _union(masks, len(p.anchor.boxes), (height, width), f"pass {i} frame {t}"))
             for key in started:
                 clip.end_pass(key)
         encoder_calls = int(clip.encoder_calls)
     finally:
         clip.close()
-    mask = votes >= (len(passes) // 2 + 1)  # strict majority, as ops.vote_masks
-    del votes
-    return pack_bits(mask), {"encoder_calls": encoder_calls, "steps": steps}
+    return masks_of.vote(), {"encoder_calls": encoder_calls, "steps": steps}
 
 
 def run_bait(tracker: Tracker, frames: Any, frame_objects: Sequence[Sequence[dict]], *, mode: str = "bait",

@@ -9,12 +9,16 @@ on the same device. Backends:
   auto       CPU inputs -> reference; CUDA inputs -> the fastest GPU backend present (the op's preference order)
 
 The environment variable SPARKLE_FAST_BACKEND replaces "auto" (the default of every op), so a whole pipeline can be
-pinned to one backend; a backend named explicitly in a call wins over it.
+pinned to one backend; a backend named explicitly in a call wins over it. An op that has no implementation of the
+pinned GPU backend (e.g. find_homographies has no Triton kernel) resolves as "auto" instead.
+
+record_backends() tells a caller (a pipeline stage) which implementation each op call inside a block reached.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib.util
 import os
 import sys
@@ -105,15 +109,43 @@ def _backend_unavailable_reason(backend: str) -> str | None:
     return None
 
 
+# The open record_backends() logs (innermost last); every resolved op call is noted in each.
+_BACKEND_LOGS: contextvars.ContextVar[tuple[dict[str, str], ...]] = contextvars.ContextVar("sparkle_fast_backend_logs",
+                                                                                          default=())
+
+
+@contextlib.contextmanager
+def record_backends() -> Iterator[dict[str, str]]:
+    """Yields a dict filled, as op calls inside the block resolve, with op name -> the backend it ran on
+    ("reference", "triton", "cuda"; "reference+triton" when calls of one op went to both). Blocks nest."""
+    log: dict[str, str] = {}
+    token = _BACKEND_LOGS.set(_BACKEND_LOGS.get() + (log,))
+    try:
+        yield log
+    finally:
+        _BACKEND_LOGS.reset(token)
+
+
 def resolve_backend(backend: str | None, kind: ArrayKind, op: str, gpu_preference: Sequence[str]) -> str:
-    """The concrete backend ('reference', 'triton' or 'cuda') for this call, or a clear error.
+    """The concrete backend ('reference', 'triton' or 'cuda') for this call, or a clear error; noted in every open
+    record_backends() log.
 
     gpu_preference: the op's GPU backends, fastest first (by bench/); auto picks the first one present.
     """
+    chosen = _resolve_backend(backend, kind, op, gpu_preference)
+    for log in _BACKEND_LOGS.get():
+        seen = set(log[op].split("+")) if op in log else set()
+        log[op] = "+".join(sorted(seen | {chosen}))
+    return chosen
+
+
+def _resolve_backend(backend: str | None, kind: ArrayKind, op: str, gpu_preference: Sequence[str]) -> str:
     source = "backend argument"
     if backend is None or backend == "auto":
         env = os.environ.get(ENV_BACKEND, "").strip()
-        if env:
+        if env and env not in ("reference", "auto") and env in BACKENDS and env not in gpu_preference:
+            backend = "auto"  # a run pinned to a GPU backend this op does not implement: the op's own choice
+        elif env:
             backend, source = env, f"environment variable {ENV_BACKEND}"
         else:
             backend = "auto"

@@ -7,6 +7,11 @@ depends on which source the models came from.
 
 Timing: every stage splits its seconds into model (network forward passes), kernel (sparkle_fast ops and camera /
 BAIT glue) and io (decode, encode, PNG/npz reads and writes); the runner records the split in the manifest.
+
+Device: a stage's own kernels (camera filter, control video, BAIT's vote) run where stage_device() says: the worker's
+GPU when torch sees one (a worker sees only its GPU, as cuda:0), else the CPU. Frames are decoded onto that device
+(or uploaded once), so the ops' auto dispatch reaches their GPU kernels; which implementation each op reached is
+recorded by the runner (sparkle_fast.ops._dispatch.record_backends) in the stage's manifest record as "backends".
 """
 
 from __future__ import annotations
@@ -49,8 +54,19 @@ class StageTimer:
     def io(self):
         return self._measure("io")
 
+    def add(self, category: str, seconds: float) -> None:
+        """Charge seconds measured elsewhere (a share of a launch several samples had together)."""
+        self.seconds[category] += seconds
+
     def as_dict(self) -> dict[str, float]:
         return {k: round(v, 4) for k, v in self.seconds.items()}
+
+
+def stage_device():
+    """torch.device for a stage's kernels and decoded frames: cuda (this worker's GPU) when torch sees one, else cpu."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_slot_models(models_source: Any, builders: dict[str, tuple[Callable[[], Any], Callable[[Path], Any]]]) \

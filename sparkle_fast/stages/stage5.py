@@ -6,6 +6,9 @@
   filter    EditScore on 4 uniformly spaced non-first frames ([1, 26, 51, 76] for 81); mean O_score >=
             thresholds.edited_video (Sparkle: 8) -> {theme}/edited_video/{id}.mp4; else rejected (the samples
             Sparkle-Bench is made of; their score line is kept in edited_video_score.jsonl)
+
+The source and background videos are decoded onto the stage's device and the mask uploaded once
+(common.stage_device), so on a GPU worker ops.control_video runs its GPU kernels (auto dispatch follows the input).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from sparkle_fast.stages.base import Sample, StageContext, StageOutcome
-from sparkle_fast.stages.common import StageTimer, load_slot_models, previous_record, release_slot_models
+from sparkle_fast.stages.common import (StageTimer, load_slot_models, previous_record, release_slot_models,
+                                        stage_device)
 
 
 class SynthesizeStage:
@@ -40,6 +44,8 @@ class SynthesizeStage:
         release_slot_models(models)
 
     def run(self, sample: Sample, context: StageContext) -> StageOutcome:
+        import torch
+
         from sparkle_fast import ops
         from sparkle_fast.formats import load_packed_mask
         from sparkle_fast.models.scorer import mean_overall, score_edited_video
@@ -48,17 +54,21 @@ class SynthesizeStage:
         config, layout, models, timer = context.config, context.layout, context.models, StageTimer()
         prompt = previous_record(context, 2)["prompt"]
         art = lambda kind: layout.artifact(sample.theme, kind, sample.id)  # noqa: E731
+        device = stage_device()
         with timer.io():
-            source = read_frames(art("source_video")).frames.numpy()
-            background = read_frames(art("edited_background_video")).frames.numpy()
+            source = read_frames(art("source_video"), device=device).frames
+            background = read_frames(art("edited_background_video"), device=device).frames
             packed, shape = load_packed_mask(art("source_video_mask"))
+            packed = torch.from_numpy(packed).to(device)
             edited0 = read_image(art("edited_frame0")).numpy()
-        if shape != source.shape[:3]:
-            return StageOutcome("failed", f"mask shape {shape} does not match the source video {source.shape[:3]}",
-                                timing=timer.as_dict())
+        if shape != tuple(source.shape[:3]):
+            return StageOutcome("failed", f"mask shape {shape} does not match the source video "
+                                f"{tuple(source.shape[:3])}", timing=timer.as_dict())
         with timer.kernel():
             control = ops.control_video(source, background, packed, config.canny.low, config.canny.high,
                                         dilate=config.canny.mask_dilate)
+            if control.is_cuda:  # the launches are asynchronous: charge them to kernel, not to the write below
+                torch.cuda.synchronize(control.device)
         with timer.io():
             write_video(art("edited_video_canny"), control, fps=config.clip.fps)
 
@@ -69,7 +79,7 @@ class SynthesizeStage:
         if not video.ok:
             return StageOutcome("failed", video.reason, timing=timer.as_dict())
         with timer.model():
-            scored = score_edited_video(models["scorer"], sample.id, prompt, source, video.value)
+            scored = score_edited_video(models["scorer"], sample.id, prompt, source.cpu(), video.value)
         if not scored.ok:
             return StageOutcome("failed", f"EditScore of the edited video: {scored.reason}", timing=timer.as_dict())
         mean = mean_overall(scored.value["editscore"])

@@ -7,6 +7,12 @@ thread, so the GPU is never waiting for x264.
 Every write is atomic (sparkle_fast._io.atomic_write): the file is encoded in memory, written to a temporary file
 beside the target and renamed over it, so a reader never sees half a file and a crash leaves the old file (or none).
 
+Bytes: the encoder runs a fixed number of frame threads (ENCODE_THREADS), not x264's default of one per core. x264
+is deterministic for a given thread count, but its output depends on that count, so with the default the same frames
+gave different files on machines (or cgroups) with different core counts. Pinned, the bytes of a video depend only on
+its frames, fps, crf, preset and the FFmpeg/x264 build: a rerun or a resumed run on the same build writes the same
+files (docs/DETERMINISM.md says what a resumed run guarantees).
+
 Colour: RGB is converted to limited-range YUV 4:2:0 by FFmpeg's swscale with BT.601 coefficients (the stream is
 untagged, and FFmpeg and DALI read untagged streams as BT.601, so a write-then-read round trip keeps colours up to
 chroma subsampling and compression loss).
@@ -29,6 +35,7 @@ from sparkle_fast.video.errors import VideoWriteError, translate_av_errors
 from sparkle_fast.video.sampling import Rate, as_fraction
 
 ArrayLike = torch.Tensor | np.ndarray
+ENCODE_THREADS = 4  # x264 frame threads: fixed, so that the output bytes do not depend on the machine's core count
 
 
 def _host_uint8(array: ArrayLike, path: str | os.PathLike, what: str) -> np.ndarray:
@@ -42,12 +49,13 @@ def _host_uint8(array: ArrayLike, path: str | os.PathLike, what: str) -> np.ndar
 
 
 def encode_video(frames: ArrayLike, fps: Rate = 16, *, crf: int = 18, preset: str = "medium",
-                 path_for_errors: str | os.PathLike = "<memory>") -> bytes:
+                 threads: int = ENCODE_THREADS, path_for_errors: str | os.PathLike = "<memory>") -> bytes:
     """Encode RGB frames as an H.264 yuv420p mp4 in memory.
 
     frames: uint8 (T, H, W, 3) RGB, T >= 1, H and W even (4:2:0 chroma needs even sizes; crop or resize first).
     fps: frame rate (exact: 16, 25, Fraction(30000, 1001)). crf: x264 quality (0 lossless .. 51; 18 is visually
     lossless, Sparkle's ~1 Mbps files correspond to roughly crf 23-28). preset: x264 speed/size trade-off.
+    threads: x264 frame threads (>= 1); the same frames and settings give the same bytes for the same count.
     """
     import av
 
@@ -59,6 +67,8 @@ def encode_video(frames: ArrayLike, fps: Rate = 16, *, crf: int = 18, preset: st
     if height % 2 or width % 2:
         raise VideoWriteError(path, f"H.264 yuv420p needs an even width and height, got {width}x{height}; "
                                     "crop or resize first")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"encode_video: threads must be an integer >= 1, got {threads!r}")
     rate = as_fraction(fps)
     buffer = io.BytesIO()
     with translate_av_errors(path, "encoding"):
@@ -67,6 +77,9 @@ def encode_video(frames: ArrayLike, fps: Rate = 16, *, crf: int = 18, preset: st
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.codec_context.time_base = Fraction(1, 1) / rate  # one tick per frame: exact timestamps
             stream.options = {"crf": str(int(crf)), "preset": preset}
+            # frame threads, a fixed count: deterministic bytes on every machine (module docstring)
+            stream.codec_context.thread_type = "FRAME"
+            stream.codec_context.thread_count = threads
             for index, image in enumerate(frames):
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
                 frame.pts = index
@@ -76,12 +89,12 @@ def encode_video(frames: ArrayLike, fps: Rate = 16, *, crf: int = 18, preset: st
 
 
 def write_video(path: str | os.PathLike, frames: ArrayLike, fps: Rate = 16, *, crf: int = 18,
-                preset: str = "medium") -> Path:
+                preset: str = "medium", threads: int = ENCODE_THREADS) -> Path:
     """Write uint8 RGB frames (T, H, W, 3) (numpy, or torch on any device) as an H.264 yuv420p mp4, atomically.
 
-    See encode_video for fps, crf and preset. Returns the path. Raises VideoWriteError naming the file.
+    See encode_video for fps, crf, preset and threads. Returns the path. Raises VideoWriteError naming the file.
     """
-    data = encode_video(frames, fps, crf=crf, preset=preset, path_for_errors=path)
+    data = encode_video(frames, fps, crf=crf, preset=preset, threads=threads, path_for_errors=path)
     return _write_bytes(path, data)
 
 
