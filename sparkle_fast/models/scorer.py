@@ -1,16 +1,30 @@
-"""EditScore adapter: the `editscore` package's prompts, answer parsing and score formulas over our own VLM object.
+"""EditScore adapter: the `editscore` package's prompts, pass loop and score formulas over our own VLM object.
 
 editscore.EditScore builds the SC prompt (editing success + over-editing, two images) and the PQ prompt
-(naturalness + artifacts, one image) and turns the answers into scores:
-  SC = min(SC scores) / (range/10), PQ = min(PQ scores) / (range/10), overall = O = sqrt(SC * PQ),
-  prompt_following = SC[0] / (range/10), consistency = SC[1] / (range/10).
-Its own backends move inputs to "cuda" unconditionally and hard-code loading, so we construct EditScore with a
-backbone name it does not know (it then loads nothing) and plug in `_EditScoreModel`, which implements the methods
-it calls (prepare_input, inference, batch_inference) on a Qwen2.5-VL or Qwen3-VL backbone (+ EditScore's LoRA) on
-any device, with schema-constrained decoding of {"reasoning": "...", "score": [a, b]}.
+(naturalness + artifacts) and turns each pass's answers into scores:
+  SC = min(SC scores) / (range/10), PQ = min(PQ scores) / (range/10), O = sqrt(SC * PQ),
+  prompt_following = SC[0] / (range/10), consistency = SC[1] / (range/10),
+then averages every field over the passes ("average_last": overall is the mean of the per-pass O, not
+sqrt(mean SC * mean PQ)). Pass i samples with seed + i.
+
+Passes (Sparkle's): the README's published records are reproduced exactly by 4 passes averaged at score range 25
+and by no other pass count (one pass can only give multiples of 0.4, and overall = sqrt(min(SC) * PQ)); see
+docs in /work/shared/FACTS.md section 2 and tests/test_models_scorer.py. ScorerConfig.passes defaults to 4; the run
+config's [scorer] passes sets it per call.
+
+One batched call: editscore asks its model for one answer at a time (evaluate: SC then PQ, pass after pass) or one
+batch per pass (batch_evaluate). We run editscore's own code twice over a `_Recorder` model object: the first run
+records every (prompt, images, seed) request it makes and gets placeholder answers; then all requests are generated
+in ONE batched `generate` (rows = passes x prompts, each row sampling from its own seed with `SeededRowSampler`, so a
+row's answer does not depend on its batch); the second run replays the answers, and editscore's formulas produce the
+record. A seeded backend answers a repeated request the same way, so editscore's retry of an unparsable answer gets
+the same answer, as it would from editscore's own seeded backends.
+
+Our `_EditScoreBackbone` is a Qwen2.5-VL or Qwen3-VL (+ EditScore's LoRA) on any device (editscore's own backends
+move inputs to "cuda" unconditionally), with schema-constrained decoding of {"reasoning": "...", "score": [a, b]}.
 
 Honesty: editscore replaces an unparsable answer with a random guess (evaluate) or a mid-range score
-(batch_evaluate). We detect both and return a failed TaskResult instead of a made-up score.
+(batch_evaluate). We check every pass's answers and return a failed TaskResult instead of a made-up score.
 Thresholds (stage 2: 8, stage 3: 8.5, stage 5: mean of 4 frames >= 8) belong to the run config, not here.
 """
 
@@ -18,7 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,17 +40,22 @@ import torch
 
 from sparkle_fast.models import json_answers as ja
 from sparkle_fast.models.base import TaskResult, free_memory, pick_device, pick_dtype, to_pil
+from sparkle_fast.models.seeded_sampler import SeededRowSampler
 from sparkle_fast.models.slots import check_model_folder
 
-_GUESS_MARK = "guess_if_cannot_parse"
+# Sparkle's pass count (derived from the README's records, FACTS.md section 2).
+SPARKLE_PASSES = 4
+_PLACEHOLDER = '{"reasoning": "", "score": [0, 0]}'
 
 
 @dataclass(frozen=True)
 class ScorerConfig:
-    """EditScore's own defaults (score_range 25, temperature 0.7, top_p 0.9, top_k 20, 512 new tokens, seed 42)."""
+    """EditScore's own sampling defaults (score range 25, temperature 0.7, top_p 0.9, top_k 20, 512 new tokens,
+    seed 42) and Sparkle's 4 passes. batch_size: the most rows one generate call holds (stage 5's 4 frames x 2
+    prompts x 4 passes = 32 fit in one call)."""
 
     score_range: int = 25
-    num_pass: int = 1
+    passes: int = SPARKLE_PASSES
     temperature: float = 0.7
     top_p: float = 0.9
     top_k: int = 20
@@ -44,28 +63,60 @@ class ScorerConfig:
     seed: int = 42
     reasoning_chars: int = 1200
     constrained: bool = True
-    batch_size: int = 8
+    batch_size: int = 32
 
 
-class _EditScoreModel:
-    """The model object editscore.EditScore calls. prepare_input keeps (images, prompt); generation batches them."""
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One generation: the images (PIL), the prompt text and the seed of its pass."""
 
-    def __init__(self, adapter: EditScoreAdapter):
-        self.adapter = adapter
+    images: tuple
+    prompt: str
+    seed: int
 
-    def prepare_input(self, images, prompt: str):
-        images = images if isinstance(images, list) else [images]
-        return ([to_pil(im) for im in images], prompt)
 
-    def inference(self, inputs, seed: int | None = None) -> str:
-        return self.adapter._generate([inputs], seed)[0]
+class _Prepared:
+    """What editscore's prepare_input returns: the images and the prompt, keyed by image identity and text."""
+
+    def __init__(self, images, prompt: str):
+        self.images = tuple(images if isinstance(images, list) else [images])
+        self.prompt = prompt
+        self.key = (prompt, tuple(id(im) for im in self.images))
+
+
+class _Recorder:
+    """The model object editscore calls. Recording: note each (input, seed) and answer a placeholder; replaying:
+    answer what the batched generation produced for that (input, seed)."""
+
+    def __init__(self):
+        self.requests: dict[tuple, ScoreRequest] = {}
+        self.answers: dict[tuple, str] | None = None
+
+    def prepare_input(self, images, prompt: str) -> _Prepared:
+        return _Prepared([to_pil(im) for im in (images if isinstance(images, list) else [images])], prompt)
+
+    def inference(self, inputs: _Prepared, seed: int | None = None) -> str:
+        key = (inputs.key, int(seed or 0))
+        if self.answers is None:
+            self.requests.setdefault(key, ScoreRequest(inputs.images, inputs.prompt, int(seed or 0)))
+            return _PLACEHOLDER
+        return self.answers[key]
 
     def batch_inference(self, inputs_list, seed: int | None = None) -> list[str]:
-        step = max(1, self.adapter.config.batch_size)
-        out: list[str] = []
-        for start in range(0, len(inputs_list), step):
-            out += self.adapter._generate(inputs_list[start:start + step], seed)
-        return out
+        return [self.inference(inputs, seed) for inputs in inputs_list]
+
+
+def _score_problem(answer: str, score_range: int) -> str | None:
+    """Why an answer cannot be scored (editscore would guess), or None: it must hold >= 2 scores in 0..range."""
+    from editscore.json_parser import parse_vlm_output_to_dict
+
+    try:
+        scores = parse_vlm_output_to_dict(answer)["score"]
+    except Exception as exc:  # noqa: BLE001 - an unparsable answer is a recorded reason
+        return f"unparsable ({type(exc).__name__})"
+    if len(scores) < 2 or not all(isinstance(s, (int, float)) and 0 <= s <= score_range for s in scores):
+        return f"scores {scores}"
+    return None
 
 
 class EditScoreAdapter:
@@ -73,21 +124,16 @@ class EditScoreAdapter:
     per-frame records. Images: PIL or uint8 (H, W, 3)."""
 
     def __init__(self, model, processor, config: ScorerConfig | None = None, *, backbone_type: str = "qwen3_vl"):
-        from editscore import EditScore
-
         self.model = model
         self.processor = processor
         self.config = config or ScorerConfig()
         self.backbone_type = backbone_type
-        # An unknown backbone name makes EditScore skip its own (CUDA-only) model loading.
-        self.editscore = EditScore(backbone="sparkle_fast", score_range=self.config.score_range,
-                                   num_pass=self.config.num_pass, seed=self.config.seed,
-                                   temperature=self.config.temperature)
-        self.editscore.model = _EditScoreModel(self)
+        self._scorers: dict[int, Any] = {}
         self._constraint: ja.JsonConstraint | None = None
         self._schema = ja.Object((("reasoning", ja.Text(self.config.reasoning_chars)),
                                   ("score", ja.Array(item=ja.Integer(0, self.config.score_range),
                                                      min_items=2, max_items=2))))
+        self.generate_calls = 0  # batched generate calls made (one per task unless rows exceed batch_size)
 
     # -- loading --------------------------------------------------------------------------------------------
     @classmethod
@@ -131,7 +177,7 @@ class EditScoreAdapter:
         return next(self.model.parameters()).device
 
     # -- generation -----------------------------------------------------------------------------------------
-    def _text(self, images: list, prompt: str) -> str:
+    def _text(self, images: Sequence, prompt: str) -> str:
         if self.backbone_type == "qwen2_5_vl":
             # EditScore-7B was trained on its own template (system prompt, "<imgN>: " before each image).
             from editscore.mllm_tools.qwen25vl import apply_chat_template
@@ -141,15 +187,16 @@ class EditScoreAdapter:
         return self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
                                                   tokenize=False)
 
-    def _generate(self, inputs_list: Sequence[tuple[list, str]], seed: int | None) -> list[str]:
-        texts = [self._text(images, prompt) for images, prompt in inputs_list]
-        images = [im for ims, _ in inputs_list for im in ims]
+    def _generate(self, requests: Sequence[ScoreRequest]) -> list[str]:
+        """One answer per request, from one batched generate call; row i samples with requests[i].seed only
+        (SeededRowSampler), so the answers equal those of one call per request."""
+        if not requests:
+            return []
+        texts = [self._text(r.images, r.prompt) for r in requests]
+        images = [im for r in requests for im in r.images]
         encoded = self.processor(text=texts, images=images, padding=True, padding_side="left",
                                  return_tensors="pt").to(self.device)
-        kwargs: dict[str, Any] = dict(do_sample=True, temperature=self.config.temperature, top_p=self.config.top_p,
-                                      top_k=self.config.top_k,
-                                      max_new_tokens=min(self.config.max_new_tokens,
-                                                         ja.schema_max_chars(self._schema) + 1))
+        processors: list[Any] = []
         if self.config.constrained:
             if self._constraint is None:
                 eos = self.model.generation_config.eos_token_id
@@ -157,72 +204,136 @@ class EditScoreAdapter:
                 eos.append(self.processor.tokenizer.convert_tokens_to_ids("<|im_end|>"))
                 vocab = getattr(self.model.config, "text_config", self.model.config).vocab_size
                 self._constraint = ja.JsonConstraint(self._schema, ja.TokenTable(self.processor.tokenizer, vocab, eos))
-            kwargs["logits_processor"] = [ja.JsonLogitsProcessor(self._constraint, len(texts))]
-        torch.manual_seed(self.config.seed if seed is None else seed)
+            processors.append(ja.JsonLogitsProcessor(self._constraint, len(texts)))
+        processors.append(SeededRowSampler([r.seed for r in requests], temperature=self.config.temperature,
+                                           top_k=self.config.top_k, top_p=self.config.top_p))
+        max_new = self.config.max_new_tokens
+        if self.config.constrained:
+            max_new = min(max_new, ja.schema_max_chars(self._schema) + 1)
+        # Greedy over the sampler's one finite token per row = the row's own seeded sample.
+        kwargs: dict[str, Any] = dict(do_sample=False, temperature=None, top_p=None, top_k=None,
+                                      max_new_tokens=max_new, logits_processor=processors)
+        self.generate_calls += 1
         with torch.inference_mode():
             out = self.model.generate(**encoded, **kwargs)
         answers = self.processor.batch_decode(out[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True,
                                               clean_up_tokenization_spaces=False)
         return [a.strip() for a in answers]
 
+    def _generate_all(self, requests: Sequence[ScoreRequest]) -> list[str]:
+        """_generate in calls of at most config.batch_size rows (one call when they fit)."""
+        step = max(1, self.config.batch_size)
+        answers: list[str] = []
+        for start in range(0, len(requests), step):
+            answers += self._generate(list(requests[start:start + step]))
+        return answers
+
+    def _editscore(self, passes: int):
+        """editscore.EditScore with `passes` passes; an unknown backbone name makes it load no model of its own."""
+        if passes not in self._scorers:
+            from editscore import EditScore
+
+            self._scorers[passes] = EditScore(backbone="sparkle_fast", score_range=self.config.score_range,
+                                              num_pass=passes, seed=self.config.seed,
+                                              temperature=self.config.temperature, reduction="average_last")
+        return self._scorers[passes]
+
+    def _run_batched(self, passes: int, task: Callable[[Any], Any]) -> tuple[Any, list[str], list[str]]:
+        """Run editscore's `task(scorer)` with every generation of every pass made in one batched call.
+        Returns (task's result, the generated answers, problems with them)."""
+        scorer = self._editscore(passes)
+        recorder = _Recorder()
+        scorer.model = recorder
+        task(scorer)  # recording run: collects the requests, answers placeholders
+        keys = list(recorder.requests)
+        answers = self._generate_all([recorder.requests[k] for k in keys])
+        recorder.answers = dict(zip(keys, answers, strict=True))
+        problems = self._answer_problems(passes, recorder.answers, recorder.requests)
+        return task(scorer), answers, problems  # replaying run: editscore's formulas over the real answers
+
+    def _passes(self, passes: int | None) -> int:
+        passes = self.config.passes if passes is None else int(passes)
+        if passes < 1:
+            raise ValueError(f"EditScore passes must be >= 1, got {passes}")
+        return passes
+
+    def _answer_problems(self, passes: int, answers: dict[tuple, str], requests: dict[tuple, ScoreRequest]) \
+            -> list[str]:
+        """Every pass's answers must hold two in-range scores (else editscore would guess or put a mid-range score
+        in, and only pass 0's raw output would show it)."""
+        pq_prompt = self._editscore(passes).PQ_prompt
+        problems = []
+        for key, answer in answers.items():
+            problem = _score_problem(answer, self.config.score_range)
+            if problem:
+                request = requests[key]
+                head = "PQ" if request.prompt == pq_prompt else "SC"
+                problems.append(f"pass {request.seed - self.config.seed}: unusable {head} answer ({problem}): "
+                                f"{answer[:80]!r}")
+        return problems
+
     # -- tasks ----------------------------------------------------------------------------------------------
-    def score_edit(self, source, edited, instruction: str) -> TaskResult:
-        """Score one edit (source image -> edited image under `instruction`).
+    def score_edit(self, source, edited, instruction: str, *, passes: int | None = None) -> TaskResult:
+        """Score one edit (source image -> edited image under `instruction`), `passes` passes (default
+        config.passes, Sparkle's 4) averaged, all generated in one batched call.
 
         value = {"prompt_following", "consistency", "perceptual_quality", "overall", "SC_reasoning",
-        "PQ_reasoning"}: the "editscore" object of Sparkle's edited_frame0_score.jsonl (floats 0..10).
+        "PQ_reasoning"}: the "editscore" object of Sparkle's edited_frame0_score.jsonl (floats 0..10; the
+        reasoning texts are the last pass's, as editscore returns them).
         """
+        passes = self._passes(passes)
+        images = [to_pil(source), to_pil(edited)]
         try:
-            raw = self.editscore.evaluate([to_pil(source), to_pil(edited)], instruction)
+            raw, answers, problems = self._run_batched(passes, lambda es: es.evaluate(images, instruction))
         except Exception as exc:  # noqa: BLE001 - scoring failure is a recorded reject reason, not a crash
             return TaskResult(ok=False, reason=f"EditScore failed: {type(exc).__name__}: {exc}", attempts=1)
         record = {key: float(raw[key]) for key in ("prompt_following", "consistency", "perceptual_quality", "overall")}
         record.update(SC_reasoning=str(raw["SC_reasoning"]), PQ_reasoning=str(raw["PQ_reasoning"]))
-        guessed = [h for h in ("SC", "PQ") if record[f"{h}_reasoning"].startswith(_GUESS_MARK)]
-        if guessed:
-            return TaskResult(ok=False, value=record, attempts=1,
-                              reason=f"EditScore could not parse the {'/'.join(guessed)} answer; its score is a guess")
+        if problems:
+            return TaskResult(ok=False, value=record, answers=answers, attempts=len(answers),
+                              reason="EditScore could not use every answer (editscore would guess a score): "
+                                     + "; ".join(problems))
         bad = [k for k in ("prompt_following", "consistency", "perceptual_quality", "overall")
                if not (math.isfinite(record[k]) and 0.0 <= record[k] <= 10.0)]
         if bad:
-            return TaskResult(ok=False, value=record, attempts=1, reason=f"EditScore scores out of 0..10: {bad}")
-        return TaskResult(ok=True, value=record, attempts=1)
+            return TaskResult(ok=False, value=record, answers=answers, attempts=len(answers),
+                              reason=f"EditScore scores out of 0..10: {bad}")
+        return TaskResult(ok=True, value=record, answers=answers, attempts=len(answers))
 
-    def score_frames(self, source_frames: Sequence, edited_frames: Sequence, instruction: str) -> TaskResult:
-        """Score frame pairs (e.g. frames [1, 26, 51, 76] of source and synthesized video) with editscore's batch path.
+    def score_frames(self, source_frames: Sequence, edited_frames: Sequence, instruction: str, *,
+                     passes: int | None = None) -> TaskResult:
+        """Score frame pairs (e.g. frames [1, 26, 51, 76] of source and synthesized video) with editscore's batch
+        path, `passes` passes averaged; all frames and passes in one batched call.
 
         value = one record per frame: {"SC_score", "PQ_score", "O_score", "SC_score_reasoning",
-        "PQ_score_reasoning", "SC_raw_output", "PQ_raw_output"} (Sparkle's edited_video_score.jsonl entries).
-        ok is False when any frame's answer did not hold two scores in range (editscore would have put a mid-range
-        score there).
+        "PQ_score_reasoning", "SC_raw_output", "PQ_raw_output"} (Sparkle's edited_video_score.jsonl entries; the
+        reasoning and raw outputs are pass 0's, as editscore keeps them). ok is False when any pass's answer did not
+        hold two scores in range (editscore would have put a mid-range score there).
         """
-        from editscore.json_parser import parse_vlm_output_to_dict
-
         if len(source_frames) != len(edited_frames) or not source_frames:
             return TaskResult(ok=False, reason=f"need equal, non-zero frame counts, got {len(source_frames)} source "
                                                f"and {len(edited_frames)} edited frames")
+        passes = self._passes(passes)
         pairs = [[to_pil(s), to_pil(e)] for s, e in zip(source_frames, edited_frames, strict=True)]
         try:
-            raw = self.editscore.batch_evaluate(pairs, [instruction] * len(pairs))
+            raw, answers, problems = self._run_batched(
+                passes, lambda es: es.batch_evaluate(pairs, [instruction] * len(pairs)))
         except Exception as exc:  # noqa: BLE001
             return TaskResult(ok=False, reason=f"EditScore failed: {type(exc).__name__}: {exc}", attempts=1)
-        records, problems = [], []
-        for index, item in enumerate(raw):
+        records = []
+        for item in raw:
             record = {k: float(item[k]) for k in ("SC_score", "PQ_score", "O_score")}
             record.update({k: str(item[k]) for k in ("SC_score_reasoning", "PQ_score_reasoning", "SC_raw_output",
                                                      "PQ_raw_output")})
             records.append(record)
-            for head in ("SC", "PQ"):
-                scores = parse_vlm_output_to_dict(record[f"{head}_raw_output"])["score"]
-                if len(scores) < 2 or not all(0 <= s <= self.config.score_range for s in scores):
-                    problems.append(f"frame {index}: unusable {head} answer (scores {scores})")
         if problems:
-            return TaskResult(ok=False, value=records, reason="; ".join(problems), attempts=1)
-        return TaskResult(ok=True, value=records, attempts=1)
+            return TaskResult(ok=False, value=records, answers=answers, attempts=len(answers),
+                              reason="; ".join(problems))
+        return TaskResult(ok=True, value=records, answers=answers, attempts=len(answers))
 
 
 def score_edited_video(scorer: EditScoreAdapter, sample_id: str, prompt: str, source_video, edited_video,
-                       frame_indices: Sequence[int] | None = None) -> TaskResult:
+                       frame_indices: Sequence[int] | None = None, *, passes: int | None = None) -> TaskResult:
     """Stage 5's scoring: EditScore on 4 uniformly spaced non-first frames ([1, 26, 51, 76] for 81 frames).
 
     source_video, edited_video: uint8 (T, H, W, 3), numpy or torch, same T. value = the line of Sparkle's
@@ -235,15 +346,14 @@ def score_edited_video(scorer: EditScoreAdapter, sample_id: str, prompt: str, so
         return TaskResult(ok=False, reason=f"source video has {len(source_video)} frames, edited video "
                                            f"{len(edited_video)}: they must match")
     indices = list(frame_indices) if frame_indices is not None else score_frame_indices(len(edited_video))
-    scored = scorer.score_frames([source_video[i] for i in indices], [edited_video[i] for i in indices], prompt)
+    scored = scorer.score_frames([source_video[i] for i in indices], [edited_video[i] for i in indices], prompt,
+                                 passes=passes)
     if not scored.ok:
         return scored
     record = {"id": sample_id, "prompt": prompt, "frame_indices": indices, "editscore": scored.value}
-    return TaskResult(ok=True, value=record, attempts=scored.attempts)
+    return TaskResult(ok=True, value=record, answers=scored.answers, attempts=scored.attempts)
 
 
 def mean_overall(records: Sequence[dict]) -> float:
     """Stage 5's statistic: the mean O_score of the per-frame records (compare with the config's threshold)."""
     return float(sum(r["O_score"] for r in records) / len(records))
-
-
