@@ -24,11 +24,11 @@ must have fewer than 2**30 pixels (the op splits larger batches along frames).
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from sparkle_fast.kernels._launch import launch, pick, register
 
 ROOT_STRONG = 1 << 30
 MAX_BATCH_PIXELS = ROOT_STRONG - 1
@@ -41,10 +41,6 @@ _TILE_GPU = (16, 64)
 _TILE_INTERPRETER = (64, 256)
 _BLOCK_GPU = 1024
 _BLOCK_INTERPRETER = 1 << 16
-
-
-def _interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 @triton.jit
@@ -234,7 +230,7 @@ def rgb_to_gray_kernel(src_ptr, out_ptr, n_pixels, BLOCK: tl.constexpr):
 
 
 def _block() -> int:
-    return _BLOCK_INTERPRETER if _interpreted() else _BLOCK_GPU
+    return pick(_BLOCK_GPU, _BLOCK_INTERPRETER)
 
 
 def rgb_to_gray(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -242,7 +238,7 @@ def rgb_to_gray(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     n = out.numel()
     if n:
         block = _block()
-        rgb_to_gray_kernel[(triton.cdiv(n, block),)](src, out, n, BLOCK=block)
+        launch(rgb_to_gray_kernel, (triton.cdiv(n, block),), src, out, n, BLOCK=block, num_warps=4)
     return out
 
 
@@ -253,11 +249,12 @@ def nms_threshold(src: torch.Tensor, is_rgb: bool, low: int, high: int, state: t
     T, H, W = (int(d) for d in src.shape[:3])
     if T * H * W == 0:
         return
-    bh, bw = _TILE_INTERPRETER if _interpreted() else _TILE_GPU
+    bh, bw = pick(_TILE_GPU, _TILE_INTERPRETER)
     s_c = int(src.stride(3)) if is_rgb else 0
     grid = (T, triton.cdiv(H, bh), triton.cdiv(W, bw))
-    canny_nms_kernel[grid](src, state, label, H, W, int(src.stride(0)), int(src.stride(1)), int(src.stride(2)), s_c,
-                           int(low), int(high), int(frame_offset), IS_RGB=is_rgb, BH=bh, BW=bw, num_warps=4)
+    launch(canny_nms_kernel, grid, src, state, label, H, W, int(src.stride(0)), int(src.stride(1)),
+           int(src.stride(2)), s_c, int(low), int(high), int(frame_offset), IS_RGB=bool(is_rgb), BH=bh, BW=bw,
+           num_warps=4)
 
 
 def hysteresis_links(state: torch.Tensor, label: torch.Tensor) -> None:
@@ -269,8 +266,8 @@ def hysteresis_links(state: torch.Tensor, label: torch.Tensor) -> None:
         raise ValueError(f"canny: {n} pixels in one hysteresis batch; at most {MAX_BATCH_PIXELS}")
     block = _block()
     grid = (triton.cdiv(n, block),)
-    canny_merge_kernel[grid](state, label, n, H, W, BLOCK=block, num_warps=4)
-    canny_resolve_kernel[grid](state, label, n, BLOCK=block, num_warps=4)
+    launch(canny_merge_kernel, grid, state, label, n, H, W, BLOCK=block, num_warps=4)
+    launch(canny_resolve_kernel, grid, state, label, n, BLOCK=block, num_warps=4)
 
 
 def edges_from_links(state: torch.Tensor, label: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -278,7 +275,7 @@ def edges_from_links(state: torch.Tensor, label: torch.Tensor, out: torch.Tensor
     n = state.numel()
     if n:
         block = _block()
-        canny_output_kernel[(triton.cdiv(n, block),)](state, label, out, n, BLOCK=block, num_warps=4)
+        launch(canny_output_kernel, (triton.cdiv(n, block),), state, label, out, n, BLOCK=block, num_warps=4)
     return out
 
 
@@ -290,3 +287,18 @@ def canny(src: torch.Tensor, is_rgb: bool, low: int, high: int, out: torch.Tenso
     nms_threshold(src, is_rgb, low, high, state, label)
     hysteresis_links(state, label)
     return edges_from_links(state, label, out)
+
+
+# Every variant the GPU launches (compiled ahead of time by sparkle_fast.kernels.aot).
+register(rgb_to_gray_kernel, dict(src_ptr="*u8", out_ptr="*u8", n_pixels="i32"), [dict(BLOCK=_BLOCK_GPU)],
+         sizes=("BLOCK",))
+register(canny_nms_kernel,
+         dict(src_ptr="*u8", state_ptr="*u8", label_ptr="*i32", H="i32", W="i32", s_t="i32", s_h="i32", s_w="i32",
+              s_c="i32", low="i32", high="i32", state_frame_offset="i32"),
+         [dict(IS_RGB=rgb, BH=_TILE_GPU[0], BW=_TILE_GPU[1]) for rgb in (False, True)], sizes=("BH", "BW"))
+register(canny_merge_kernel, dict(state_ptr="*u8", label_ptr="*i32", n_pixels="i32", H="i32", W="i32"),
+         [dict(BLOCK=_BLOCK_GPU)], sizes=("BLOCK",))
+register(canny_resolve_kernel, dict(state_ptr="*u8", label_ptr="*i32", n_pixels="i32"), [dict(BLOCK=_BLOCK_GPU)],
+         sizes=("BLOCK",))
+register(canny_output_kernel, dict(state_ptr="*u8", label_ptr="*i32", out_ptr="*u8", n_pixels="i32"),
+         [dict(BLOCK=_BLOCK_GPU)], sizes=("BLOCK",))

@@ -11,11 +11,11 @@ EDGE_MODE 1: src/bg are Canny state + union-find labels from kernels/canny.py (s
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from sparkle_fast.kernels._launch import launch, pick, register
 from sparkle_fast.kernels.canny import _edge_of
 
 _BLOCK_GPU = 1024
@@ -23,7 +23,7 @@ _BLOCK_INTERPRETER = 1 << 16
 
 
 def _block() -> int:
-    return _BLOCK_INTERPRETER if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") else _BLOCK_GPU
+    return pick(_BLOCK_GPU, _BLOCK_INTERPRETER)
 
 
 @triton.jit
@@ -72,9 +72,21 @@ def compose(src: torch.Tensor | None, bg: torch.Tensor | None, mask: torch.Tenso
     block = _block()
     edge_mode = 1 if state is not None else 0
     dummy = mask  # unused pointer arguments still need a tensor
-    compose_kernel[(triton.cdiv(n, block),)](
-        src if src is not None else dummy, bg if bg is not None else dummy,
-        state if state is not None else dummy, label if label is not None else dummy, mask, out, n,
-        EDGE_MODE=edge_mode, HAS_BG=has_bg, MASK_PACKED=mask_packed, CHANNELS_IN=channels_in, BLOCK=block,
-        num_warps=4)
+    launch(compose_kernel, (triton.cdiv(n, block),),
+           src if src is not None else dummy, bg if bg is not None else dummy,
+           state if state is not None else dummy, label if label is not None else dummy, mask, out, n,
+           EDGE_MODE=edge_mode, HAS_BG=bool(has_bg), MASK_PACKED=bool(mask_packed), CHANNELS_IN=int(channels_in),
+           BLOCK=block, num_warps=4)
     return out
+
+
+# Every variant sparkle_fast.ops.compose launches on a GPU (compiled ahead of time by sparkle_fast.kernels.aot):
+# compose_edges (maps + background), foreground_only_control (no background), copy_paste_composite (RGB),
+# control_video (Canny state + labels), each with a byte or a bit-packed mask. Unused pointers get the mask (u8).
+_POINTERS = dict(src_ptr="*u8", bg_ptr="*u8", state_ptr="*u8", label_ptr="*u8", mask_ptr="*u8", out_ptr="*u8")
+register(compose_kernel, dict(**_POINTERS, n_pixels="i32"),
+         [dict(EDGE_MODE=mode, HAS_BG=has_bg, MASK_PACKED=packed, CHANNELS_IN=channels, BLOCK=_BLOCK_GPU,
+               signature=dict(label_ptr="*i32") if mode == 1 else {})
+          for mode, has_bg, channels in ((0, True, 1), (0, False, 1), (0, True, 3), (1, True, 1))
+          for packed in (False, True)],
+         sizes=("BLOCK",))

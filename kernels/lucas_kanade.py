@@ -15,18 +15,21 @@ The host side (sparkle_fast.ops.optical_flow) builds the pyramids with torch and
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from sparkle_fast.kernels._launch import launch, pick, register
 
 # GPU: 2 points per program (1024 window pixels, 8 per thread with 4 warps). Interpreter: one big program.
 _BLOCK_P_GPU = 2
 _BLOCK_P_INTERPRETER = 64
 
-W_BITS: tl.constexpr = 14
-FLT_SCALE: tl.constexpr = 1.0 / (1 << 20)
+# OpenCV's fixed-point constants, written as literals inside the kernels: a module global annotated `tl.constexpr`
+# runs under the interpreter but the GPU compiler refuses it, and `tl.constexpr(14)` compiles but breaks the
+# interpreter. W_BITS = 14: bilinear weights sum to 2**14 (16384.0); I is kept scaled by 2**5 (descale by 2**9 with
+# rounding offset 2**8); derivatives are descaled by 2**14. FLT_SCALE = 2**-20 (1 / 1048576) scales the sums of
+# products.
 
 
 @triton.jit
@@ -39,7 +42,7 @@ def _reflect101(i, n):
 @triton.jit
 def _weights(fx, fy):
     """OpenCV's fixed-point bilinear weights (sum exactly 2**14), as float32."""
-    one = (1 << W_BITS) * 1.0
+    one = 16384.0  # 2**W_BITS
     w00 = tl.floor((1.0 - fx) * (1.0 - fy) * one + 0.5)
     w01 = tl.floor(fx * (1.0 - fy) * one + 0.5)
     w10 = tl.floor((1.0 - fx) * fy * one + 0.5)
@@ -56,7 +59,7 @@ def _gather_image(base, xs, ys, width, height, w00, w01, w10, w11, mask):
     y1 = _reflect101(ys + 1, height) * width
     s = (tl.load(base + y0 + x0, mask=mask, other=0.0) * w00 + tl.load(base + y0 + x1, mask=mask, other=0.0) * w01
          + tl.load(base + y1 + x0, mask=mask, other=0.0) * w10 + tl.load(base + y1 + x1, mask=mask, other=0.0) * w11)
-    return tl.floor((s + (1 << (W_BITS - 6))) * (1.0 / (1 << (W_BITS - 5))))  # exact: s < 2**24
+    return tl.floor((s + 256.0) * (1.0 / 512.0))  # (s + 2**(W_BITS-6)) / 2**(W_BITS-5), exact: s < 2**24
 
 
 @triton.jit
@@ -70,7 +73,7 @@ def _gather_deriv(base, xs, ys, width, height, w00, w01, w10, w11, mask):
          + tl.load(base + ys * width + xs + 1, mask=mask & in_x1 & in_y0, other=0.0) * w01
          + tl.load(base + (ys + 1) * width + xs, mask=mask & in_x0 & in_y1, other=0.0) * w10
          + tl.load(base + (ys + 1) * width + xs + 1, mask=mask & in_x1 & in_y1, other=0.0) * w11)
-    return tl.floor(s * (1.0 / (1 << W_BITS)) + 0.5)
+    return tl.floor(s * (1.0 / 16384.0) + 0.5)  # / 2**W_BITS, rounded
 
 
 @triton.jit
@@ -121,9 +124,9 @@ def lk_level_kernel(prev_ptr, next_ptr, dx_ptr, dy_ptr, points_ptr, next_pts_ptr
     ix = tl.where(tile_mask, ix, 0.0)
     iy = tl.where(tile_mask, iy, 0.0)
 
-    a11 = tl.sum(ix * ix, axis=1) * FLT_SCALE
-    a12 = tl.sum(ix * iy, axis=1) * FLT_SCALE
-    a22 = tl.sum(iy * iy, axis=1) * FLT_SCALE
+    a11 = tl.sum(ix * ix, axis=1) * (1.0 / 1048576.0)
+    a12 = tl.sum(ix * iy, axis=1) * (1.0 / 1048576.0)
+    a22 = tl.sum(iy * iy, axis=1) * (1.0 / 1048576.0)
     det = a11 * a22 - a12 * a12
     min_eig_value = (a22 + a11 - tl.sqrt((a11 - a22) * (a11 - a22) + 4.0 * a12 * a12)) / (2.0 * WIN * WIN)
     trackable = inside & (min_eig_value >= min_eig) & (det >= 1.1920929e-07)
@@ -152,8 +155,8 @@ def lk_level_kernel(prev_ptr, next_ptr, dx_ptr, dy_ptr, points_ptr, next_pts_ptr
         jval = _gather_image(next_ptr + plane[:, None], jx, jy, width, height, v00[:, None], v01[:, None],
                              v10[:, None], v11[:, None], jmask)
         diff = tl.where(jmask, jval - ival, 0.0)
-        b1 = tl.sum(diff * ix, axis=1) * FLT_SCALE
-        b2 = tl.sum(diff * iy, axis=1) * FLT_SCALE
+        b1 = tl.sum(diff * ix, axis=1) * (1.0 / 1048576.0)
+        b2 = tl.sum(diff * iy, axis=1) * (1.0 / 1048576.0)
         step_x = (a12 * b2 - a22 * b1) * inv_det
         step_y = (a12 * b1 - a11 * b2) * inv_det
         nx = tl.where(active, nx + step_x, nx)
@@ -193,11 +196,23 @@ def track_level(prev: torch.Tensor, nxt: torch.Tensor, dx: torch.Tensor, dy: tor
     n_total = points.shape[0]
     if n_total == 0:
         return
-    interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-    block_p = _BLOCK_P_INTERPRETER if interpreted else _BLOCK_P_GPU
+    block_p = pick(_BLOCK_P_GPU, _BLOCK_P_INTERPRETER)
     win_pad = triton.next_power_of_2(window * window)
     height, width = int(prev.shape[1]), int(prev.shape[2])
     grid = (triton.cdiv(n_total, block_p),)
-    lk_level_kernel[grid](prev, nxt, dx, dy, points, next_pts, status, err, n_total, n_per_pair, height, width,
-                          1.0 / (1 << level), max_iters, eps2, min_eig, WIN=window, WIN_PAD=win_pad, BLOCK_P=block_p,
-                          IS_TOP=is_top, IS_BOTTOM=level == 0, num_warps=4)
+    launch(lk_level_kernel, grid, prev, nxt, dx, dy, points, next_pts, status, err, int(n_total), int(n_per_pair),
+           height, width, 1.0 / (1 << level), int(max_iters), float(eps2), float(min_eig), WIN=int(window),
+           WIN_PAD=win_pad, BLOCK_P=block_p, IS_TOP=bool(is_top), IS_BOTTOM=level == 0, num_warps=4)
+
+
+# Every variant the GPU launches (compiled ahead of time by sparkle_fast.kernels.aot): the windows the project uses
+# (21: track_points' default and the camera filter's; 15: metrics.bg_motion's), at the top level, the bottom level,
+# both (images too small for a pyramid) and neither. Another window compiles on its first launch.
+TRACKED_WINDOWS = (15, 21)
+register(lk_level_kernel,
+         dict(prev_ptr="*fp32", next_ptr="*fp32", dx_ptr="*fp32", dy_ptr="*fp32", points_ptr="*fp32",
+              next_pts_ptr="*fp32", status_ptr="*i8", err_ptr="*fp32", n_points_total="i32", n_per_pair="i32",
+              height="i32", width="i32", scale="fp32", max_iters="i32", eps2="fp32", min_eig="fp32"),
+         [dict(WIN=win, WIN_PAD=triton.next_power_of_2(win * win), BLOCK_P=_BLOCK_P_GPU, IS_TOP=top, IS_BOTTOM=bottom)
+          for win in TRACKED_WINDOWS for top in (False, True) for bottom in (False, True)],
+         sizes=("BLOCK_P",))

@@ -7,18 +7,18 @@ pixel and writes one byte.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from sparkle_fast.kernels._launch import launch, pick, register
 
 _BLOCK_GPU = 1024
 _BLOCK_INTERPRETER = 1 << 16
 
 
 def _block() -> int:
-    return _BLOCK_INTERPRETER if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") else _BLOCK_GPU
+    return pick(_BLOCK_GPU, _BLOCK_INTERPRETER)
 
 
 @triton.jit
@@ -50,8 +50,8 @@ def dilate(mask: torch.Tensor, k: int, out: torch.Tensor) -> torch.Tensor:
     block = _block()
     grid = (triton.cdiv(n, block),)
     tmp = torch.empty_like(out)
-    dilate_pass_kernel[grid](mask, tmp, n, H, W, int(k), ALONG_ROWS=False, BLOCK=block, num_warps=4)
-    dilate_pass_kernel[grid](tmp, out, n, H, W, int(k), ALONG_ROWS=True, BLOCK=block, num_warps=4)
+    launch(dilate_pass_kernel, grid, mask, tmp, n, H, W, int(k), ALONG_ROWS=False, BLOCK=block, num_warps=4)
+    launch(dilate_pass_kernel, grid, tmp, out, n, H, W, int(k), ALONG_ROWS=True, BLOCK=block, num_warps=4)
     return out
 
 
@@ -117,6 +117,13 @@ def fill_polygons(vertices: torch.Tensor, counts: torch.Tensor, out: torch.Tenso
         return out
     block = _block()
     grid = (triton.cdiv(H * W, block), T)
-    fill_polygons_kernel[grid](vertices.contiguous(), counts.contiguous(), out, H, W, int(vertices.shape[1]),
-                               BLOCK=block, num_warps=4)
+    launch(fill_polygons_kernel, grid, vertices.contiguous(), counts.contiguous(), out, H, W, int(vertices.shape[1]),
+           BLOCK=block, num_warps=4)
     return out
+
+
+# Every variant the GPU launches (compiled ahead of time by sparkle_fast.kernels.aot).
+register(dilate_pass_kernel, dict(src_ptr="*u8", dst_ptr="*u8", n_pixels="i32", H="i32", W="i32", k="i32"),
+         [dict(ALONG_ROWS=rows, BLOCK=_BLOCK_GPU) for rows in (False, True)], sizes=("BLOCK",))
+register(fill_polygons_kernel, dict(vertices_ptr="*i32", counts_ptr="*i32", out_ptr="*u8", H="i32", W="i32",
+                                    n_vertices="i32"), [dict(BLOCK=_BLOCK_GPU)], sizes=("BLOCK",))

