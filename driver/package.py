@@ -249,10 +249,10 @@ def _sample_members(run_layout: layout_mod.SparkleLayout, view: RunView, theme: 
                                         edit.get("original_scene"))
     record.update(run_layout.train_row(theme, sample, edit["prompt"]))
     members: list[tuple[str, Path | bytes]] = [
-        (names.member_name(theme, "json", sample), (json.dumps(record, ensure_ascii=False, sort_keys=True)
+        (names.webdataset_member("json", sample), (json.dumps(record, ensure_ascii=False, sort_keys=True)
                                                    + "\n").encode("utf-8"))]
     for kind_ in ("source_video", "edited_video", "source_video_mask"):
-        members.append((names.member_name(theme, kind_, sample), run_layout.artifact(theme, kind_, sample)))
+        members.append((names.webdataset_member(kind_, sample), run_layout.artifact(theme, kind_, sample)))
     return members
 
 
@@ -359,10 +359,14 @@ def _package_series(release: Path, state: dict, run_layout: layout_mod.SparkleLa
         name = names.shard_name(theme, kind, number)
         entry = state["shards"].get(name)
         path = release / name
-        if entry and entry["samples"] == samples and path.is_file() and path.stat().st_size == entry["bytes"]:
-            continue  # unchanged since it was written (the open shard of a rerun with nothing new)
-        size, sha = write_tar(path, [m for s in samples for m in members_of[s]])
         is_last = number == len(finished) + len(plan) - 1
+        if entry and entry["samples"] == samples and path.is_file() and path.stat().st_size == entry["bytes"]:
+            # Unchanged since it was written (the open shard of a rerun): not rewritten; finished once others follow.
+            if not is_last and not entry["finished"]:
+                entry["finished"] = True
+                save_state(release, state)
+            continue
+        size, sha = write_tar(path, [m for s in samples for m in members_of[s]])
         state["shards"][name] = {"theme": theme, "kind": kind, "part": number, "samples": samples, "bytes": size,
                                  "sha256": sha, "finished": not is_last or size >= shard_bytes}
         save_state(release, state)  # after every shard: a kill loses at most the shard being written
