@@ -1,11 +1,16 @@
 """The run's configuration: every threshold and size, Sparkle's values by default, from a TOML file and CLI overrides.
 
-    [clip]        fps = 16, max_frames = 81 (trimmed down to 4k+1), width = 1280, height = 720
+    [clip]        fps = 16, max_frames = 81 (trimmed down to 4k+1), width = 1280, height = 720 (Sparkle's);
+                  aspect = "crop" (ours: how a source of another aspect ratio becomes width x height)
     [bait]        anchor_fps = 2.0, min_votes = 0 (0: strict majority of the passes), round1_anchor = false
-    [canny]       low = 100, high = 200, mask_dilate = 0
-    [thresholds]  edit_frame0 = 8.0, foreground_removal = 8.5, edited_video = 8.0 (mean EditScore overall),
-                  camera_max_displacement_px (stage 1's coarse filter; set by the camera calibration)
-    [run]         chunk_size, max_attempts, seed, themes
+    [canny]       low = 100, high = 200 (VideoX-Fun's Canny thresholds, not published by Sparkle), mask_dilate = 0
+    [edges]       extractor = "canny" | "lineart" (the paper's sentence names both), lineart_coarse,
+                  lineart_detect_resolution = 512, lineart_batch = 8
+    [thresholds]  edit_frame0 = 8.0, foreground_removal = 8.5, edited_video = 8.0 (mean EditScore overall: Sparkle's),
+                  camera_max_displacement_px, camera_pair_displacement_px, camera_reference_diagonal_px (stage 1's
+                  coarse filter: ours, docs/CAMERA_CALIBRATION.md; Sparkle's Appendix A is not public)
+    [run]         chunk_size, max_attempts, seed, themes, themes_file and prompts_file (our taxonomy and VLM prompts
+                  replaced from files; "" = the packaged ones)
 
 An unknown section or key, or a value of the wrong type, is an error naming the file and the key: a typo must not
 silently leave a default in force. The resolved config is saved with the run and compared with the previous run's.
@@ -30,6 +35,10 @@ class ClipConfig:
     max_frames: int = 81
     width: int = 1280
     height: int = 720
+    # A source of another aspect ratio (ours; Sparkle's clips are all 16:9): "crop" scales it to cover width x height
+    # and cuts the middle, "pad" scales it to fit inside and adds black bars, "stretch" resizes it to exactly
+    # width x height. Recorded in stage 1's record.
+    aspect: str = "crop"
 
 
 @dataclass
@@ -43,9 +52,20 @@ class BaitConfig:
 
 @dataclass
 class CannyConfig:
-    low: int = 100
+    low: int = 100  # VideoX-Fun's cv2.Canny(gray, 100, 200); the paper gives no thresholds
     high: int = 200
-    mask_dilate: int = 0
+    mask_dilate: int = 0  # the BAIT mask's dilation before the composition, for either extractor
+
+
+@dataclass
+class EdgesConfig:
+    # Stage 5's control edges. The paper: "we extract Canny edges from the source and background videos using
+    # Lineart [5]" -- ambiguous, so both are offered: "canny" (cv2.Canny, [canny] thresholds; the default) or
+    # "lineart" (ControlNet's line-art annotator, models/lineart.py, weights in the models folder's lineart/).
+    extractor: str = "canny"
+    lineart_coarse: bool = False  # the coarse model (sk_model2.pth) instead of sk_model.pth
+    lineart_detect_resolution: int = 512  # ControlNet's default: the short side the generator sees
+    lineart_batch: int = 8  # frames per generator forward
 
 
 @dataclass
@@ -53,8 +73,12 @@ class ThresholdConfig:
     edit_frame0: float = 8.0  # stage 2: EditScore overall of the edited first frame
     foreground_removal: float = 8.5  # stage 3: EditScore overall of the foreground-removed frame
     edited_video: float = 8.0  # stage 5: mean overall over 4 frames
-    # stage 1: max corner displacement of a static camera over the clip (calibrated: docs/CAMERA_CALIBRATION.md)
+    # stage 1 (ours, calibrated: docs/CAMERA_CALIBRATION.md): max corner displacement of a static camera over the
+    # clip and between consecutive 2-FPS frames, in pixels of a frame whose diagonal is camera_reference_diagonal_px
+    # (the calibration clips' 288x384); scaled by the analysed frame's diagonal (0: absolute pixels, no scaling).
     camera_max_displacement_px: float = 2.0
+    camera_pair_displacement_px: float = 1.5
+    camera_reference_diagonal_px: float = 480.0
 
 
 @dataclass
@@ -63,6 +87,19 @@ class RunConfig:
     max_attempts: int = 2  # a failed stage is retried on later runs until it has failed this often
     seed: int = 0
     themes: list[str] = field(default_factory=lambda: ["location", "season", "time", "style"])
+    themes_file: str = ""  # a taxonomy TOML replacing the packaged one (sparkle_fast/data/themes.toml); "" = packaged
+    prompts_file: str = ""  # a TOML overriding VLM prompt templates (models/vlm.py PROMPTS); "" = ours as packaged
+
+
+@dataclass
+class RayConfig:
+    """`sparkle-fast run --runner ray` (driver/ray_runner.py): one actor pool per stage."""
+
+    actors_per_stage: int = 1  # actors per pool; each loads its stage's models once
+    gpus_per_actor: float = 1.0  # for stages with models, on clusters that have GPUs (fractions share a GPU)
+    cpus_per_actor: float = 1.0
+    max_in_flight_per_actor: int = 2  # calls queued on an actor at once (back-pressure)
+    status_seconds: float = 30.0  # how often the pool table is printed and the Ray metrics updated
 
 
 @dataclass
@@ -70,8 +107,10 @@ class PipelineConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     bait: BaitConfig = field(default_factory=BaitConfig)
     canny: CannyConfig = field(default_factory=CannyConfig)
+    edges: EdgesConfig = field(default_factory=EdgesConfig)
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -161,6 +200,30 @@ def kiwi_crop_note(config: PipelineConfig) -> str | None:
             f"{fit_w}x{fit_h} (as Sparkle's own 1280x720 clips are read at 1280x704)")
 
 
+ASPECT_MODES = ("crop", "pad", "stretch")
+EDGE_EXTRACTORS = ("canny", "lineart")
+
+
+def _check_files(config: PipelineConfig) -> list[str]:
+    """The taxonomy and prompt files a config names, loaded and validated now (a bad one fails before any work)."""
+    problems = []
+    if config.run.themes_file:
+        from sparkle_fast.themes import ThemeFileError, load_themes
+
+        try:
+            load_themes(config.run.themes_file)
+        except ThemeFileError as exc:
+            problems.append(f"run.themes_file: {exc}")
+    if config.run.prompts_file:
+        from sparkle_fast.models.vlm import PromptFileError, load_prompts
+
+        try:
+            load_prompts(config.run.prompts_file)
+        except PromptFileError as exc:
+            problems.append(f"run.prompts_file: {exc}")
+    return problems
+
+
 def check_config(config: PipelineConfig) -> None:
     """Values that are well-typed but meaningless."""
     problems = []
@@ -175,5 +238,15 @@ def check_config(config: PipelineConfig) -> None:
     unknown = [t for t in config.run.themes if t not in ("location", "season", "time", "style", "openve3m")]
     if unknown:
         problems.append(f"run.themes has unknown themes {unknown}")
+    if config.clip.aspect not in ASPECT_MODES:
+        problems.append(f"clip.aspect must be one of {', '.join(ASPECT_MODES)}, got {config.clip.aspect!r}")
+    if config.edges.extractor not in EDGE_EXTRACTORS:
+        problems.append(f"edges.extractor must be one of {', '.join(EDGE_EXTRACTORS)}, got {config.edges.extractor!r}")
+    if config.edges.lineart_detect_resolution < 64 or config.edges.lineart_batch < 1:
+        problems.append("edges.lineart_detect_resolution must be >= 64 and edges.lineart_batch >= 1")
+    if min(config.thresholds.camera_max_displacement_px, config.thresholds.camera_pair_displacement_px,
+           config.thresholds.camera_reference_diagonal_px) < 0:
+        problems.append("thresholds.camera_* must be >= 0")
+    problems += _check_files(config)
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))

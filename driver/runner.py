@@ -108,7 +108,7 @@ class LocalRunner:
     def _run_stage(self, stage: Stage, todo: list[Sample], manifest: Manifest, layout: SparkleLayout, config: Any,
                    models_source: Any) -> None:
         started = time.perf_counter()
-        models = stage.load_models(models_source)
+        models = load_stage_models(stage, models_source, config)
         load_seconds = time.perf_counter() - started
         batched = callable(getattr(stage, "run_batch", None))
         size = max(1, int(getattr(stage, "batch_size", 1))) if batched else 1
@@ -171,6 +171,25 @@ class LocalRunner:
             return [self._run_one(stage, sample, context, layout)
                     for sample, context in zip(group, contexts, strict=True)]
         return [_with_backends(outcome, used) for outcome in outcomes]
+
+
+def load_stage_models(stage: Stage, models_source: Any, config: Any) -> Any:
+    """The stage's models, given the run's settings where an adapter takes them (the VLM's prompts_file)."""
+    models = stage.load_models(models_source)
+    for adapter in (models.values() if isinstance(models, dict) else ()):
+        if hasattr(adapter, "use_run_config"):
+            adapter.use_run_config(config)
+    return models
+
+
+def run_group(stage: Stage, group: list[Sample], contexts: list[StageContext],
+              layout: SparkleLayout) -> list[StageOutcome]:
+    """One call's samples through a stage exactly as LocalRunner runs them (run_batch when the stage has it, each
+    sample alone otherwise or when the batch fails); for other runners (driver/ray_runner.py)."""
+    runner = LocalRunner(chunk_size=1, max_attempts=1)
+    if callable(getattr(stage, "run_batch", None)):
+        return runner._run_batch(stage, group, contexts, layout)
+    return [runner._run_one(stage, sample, context, layout) for sample, context in zip(group, contexts, strict=True)]
 
 
 def _with_backends(outcome: StageOutcome, used: dict[str, str]) -> StageOutcome:

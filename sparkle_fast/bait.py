@@ -325,22 +325,26 @@ class _PassMasks:
             where = slice(frame * self.frame_bytes, (frame + 1) * self.frame_bytes)
             self.data[index, where] |= pack_bits(mask.to(self.data.device))
 
-    def vote(self) -> torch.Tensor:
-        """ops.vote_and_pack: uint8 (ceil(T*H*W/8),), a pixel foreground iff a strict majority of the passes say so."""
+    def vote(self, min_votes: int | None = None) -> torch.Tensor:
+        """ops.vote_and_pack: uint8 (ceil(T*H*W/8),), a pixel foreground iff a strict majority of the passes say so,
+        or at least min_votes of them (all of them when fewer passes ran)."""
+        if min_votes is not None:
+            min_votes = min(int(min_votes), int(self.data.shape[0]))
         if self.frame_bytes is None:
-            return vote_and_pack(self.data)
-        return vote_and_pack(self.data, shape=self.shape)
+            return vote_and_pack(self.data, min_votes)
+        return vote_and_pack(self.data, min_votes, shape=self.shape)
 
 
 def track_and_vote(tracker: Tracker, frames: Any, passes: Sequence[TrackPass], *,
-                   max_cached_frames: int | None = None) -> tuple[torch.Tensor, dict]:
+                   max_cached_frames: int | None = None, min_votes: int | None = None) -> tuple[torch.Tensor, dict]:
     """Run `passes` in lockstep on one clip and vote; returns (packed uint8 torch, stats).
 
     Forward sweep: t = first anchor .. T-1, every forward pass whose anchor <= t steps to t. Backward sweep:
     t = last anchor .. 0, every backward pass with anchor >= t steps to t (its anchor-frame step conditions the pass
     and is not voted again: the forward half already voted that frame). A pass with anchor 0 has no backward half
     (transformers' reverse from frame 0 yields nothing, and the forward half covers frame 0). Each pass votes once
-    per frame it covers; a pixel is foreground iff votes >= len(passes) // 2 + 1 (ops.vote_and_pack's default).
+    per frame it covers; a pixel is foreground iff votes >= len(passes) // 2 + 1 (ops.vote_and_pack's default), or
+    votes >= min(min_votes, len(passes)) when min_votes is given.
     """
     n_frames, height, width = _frames_shape(frames)
     if not 1 <= len(passes) <= MAX_PASSES:
@@ -379,18 +383,20 @@ def track_and_vote(tracker: Tracker, frames: Any, passes: Sequence[TrackPass], *
         encoder_calls = int(clip.encoder_calls)
     finally:
         clip.close()
-    return masks_of.vote(), {"encoder_calls": encoder_calls, "steps": steps}
+    return masks_of.vote(min_votes), {"encoder_calls": encoder_calls, "steps": steps}
 
 
 def run_bait(tracker: Tracker, frames: Any, frame_objects: Sequence[Sequence[dict]], *, mode: str = "bait",
              fps: float = 16, anchor_frames: Sequence[int] | None = None,
-             max_cached_frames: int | None = None) -> BaitResult:
+             max_cached_frames: int | None = None, min_votes: int | None = None) -> BaitResult:
     """BAIT (or the single-pass baseline) on one clip; a BaitResult, never an exception for a bad sample.
 
     frames: uint8 RGB (T, H, W, 3), numpy or torch (on any device the tracker accepts).
     frame_objects: the round-2 grounding, one list of {"bbox_2d", "label"} per 2-FPS frame.
     fps: the clip's frame rate, for the default anchor_frames (the clip frame of each 2-FPS slot).
     max_cached_frames: bound on the tracker's feature cache (None: the whole clip).
+    min_votes: passes that must agree on a foreground pixel (None: a strict majority, Sparkle's rule); capped at the
+        number of passes the sample has.
     """
     start = time.perf_counter()
     n_frames, height, width = _frames_shape(frames)
@@ -415,7 +421,8 @@ def run_bait(tracker: Tracker, frames: Any, frame_objects: Sequence[Sequence[dic
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     try:
-        packed, stats = track_and_vote(tracker, frames, passes, max_cached_frames=max_cached_frames)
+        packed, stats = track_and_vote(tracker, frames, passes, max_cached_frames=max_cached_frames,
+                                       min_votes=min_votes)
     except (RuntimeError, ValueError, torch.OutOfMemoryError) as exc:  # a failed sample, not a failed run
         result.reason = f"tracking failed: {type(exc).__name__}: {exc}"
         result.seconds = time.perf_counter() - start

@@ -1,8 +1,13 @@
-"""Sparkle's theme taxonomy (location, season, time, style: 4-6 subthemes of 10 scenes each, plus openve3m) and the
+"""The theme taxonomy (location, season, time, style: 4-6 subthemes of 10 scenes each, plus openve3m) and the
 deterministic choice of a sample's "subtheme: scene" keyword.
 
-The taxonomy is data: sparkle_fast/data/themes.toml (edit it freely; it is validated on load). openve3m has no
-keywords: its prompts come with the input, and its metadata edit_type is written "openve3m_background_change".
+What is Sparkle's and what is ours: Sparkle publishes the four keyword themes, the shape (4-6 subthemes per theme,
+10 scenes each, 21 subthemes), the "subtheme: scene" keyword form, the subthemes its release README names
+(README_SUBTHEMES) and two scenes (README_KEYWORDS). Its full taxonomy is not published: the packaged file
+(sparkle_fast/data/themes.toml) is the project's own, built around those names. A run can use another file
+(config [run] themes_file; load_themes(path)), validated on load. The keyword sampling rule is ours as well.
+openve3m has no keywords: its prompts come with the input, and its metadata edit_type is written
+"openve3m_background_change" (Sparkle's spelling).
 """
 
 from __future__ import annotations
@@ -20,6 +25,16 @@ OPENVE3M = "openve3m"
 THEMES = (*KEYWORD_THEMES, OPENVE3M)
 SCENES_PER_SUBTHEME = 10
 SUBTHEMES_PER_THEME = (4, 6)
+# Subthemes named in Sparkle's release README (its theme table and its examples); the table ends three of the lists
+# with "...", so these are the ones shown, not all of Sparkle's.
+README_SUBTHEMES = {
+    "location": ("urban", "rural", "nature", "landmark"),
+    "season": ("spring", "summer", "autumn", "winter"),
+    "time": ("dawn", "dusk", "night"),
+    "style": ("era", "mood", "cinematic"),
+}
+# The chosen_keyword values of the README's examples.
+README_KEYWORDS = ("urban: rooftop overlooking skyline", "landmark: ancient stone ruins with wind-swept grass")
 
 
 class ThemeFileError(ValueError):
@@ -28,7 +43,8 @@ class ThemeFileError(ValueError):
 
 @dataclass(frozen=True)
 class Keyword:
-    """A sample's target: theme, subtheme and scene; `chosen_keyword` is Sparkle's "subtheme: scene" string."""
+    """A sample's target: theme, subtheme and scene; `chosen_keyword` is the "subtheme: scene" string (Sparkle's
+    metadata form)."""
 
     theme: str
     subtheme: str
@@ -65,8 +81,8 @@ class Taxonomy:
         return self.themes[theme]
 
     def sample_keyword(self, theme: str, sample_id: str, seed: int = 0) -> Keyword:
-        """The (subtheme, scene) for one sample: uniform over subthemes, then over that subtheme's scenes, drawn
-        from sha256(seed, theme, sample_id), so it is the same on every machine, run and Python version (no
+        """The (subtheme, scene) for one sample (our rule; Sparkle's paper says only that the VLM selects one at
+        random): uniform over subthemes, then over that subtheme's scenes, drawn from sha256(seed, theme, sample_id), so it is the same on every machine, run and Python version (no
         hash randomisation) and independent of the order samples are processed in."""
         subthemes = self._theme(theme)
         digest = hashlib.sha256(f"{seed}\x00{theme}\x00{sample_id}".encode()).digest()
@@ -117,8 +133,8 @@ def _validate(raw: dict, path: Path) -> Taxonomy:
 
 
 def load_themes(path: str | os.PathLike | None = None) -> Taxonomy:
-    """Read and validate a themes TOML file (default: the packaged sparkle_fast/data/themes.toml)."""
-    path = Path(path) if path is not None else DEFAULT_THEMES_FILE
+    """Read and validate a themes TOML file (default, also for "": the packaged sparkle_fast/data/themes.toml)."""
+    path = Path(path) if path else DEFAULT_THEMES_FILE
     if path == DEFAULT_THEMES_FILE:
         return _default_taxonomy()
     return _load(path)

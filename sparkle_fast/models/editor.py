@@ -30,7 +30,8 @@ class EditorConfig:
 
 
 def removal_instruction(labels: Sequence[str]) -> str:
-    """Stage 3's removal prompt: "Remove the bald man." / "Remove the woman, the hat and the dog."."""
+    """Stage 3's removal prompt, our template: "Remove the bald man." / "Remove the woman, the hat and the dog.".
+    Sparkle's paper says the foreground is removed with FLUX.2-klein but does not publish the instruction."""
     names = [" ".join(str(label).split()) for label in labels if str(label).strip()]
     names = list(dict.fromkeys(names))
     if not names:

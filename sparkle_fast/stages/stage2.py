@@ -1,6 +1,7 @@
 """Stage 2 (edit): a new background for frame 0.
 
-  keyword   themes.py's deterministic "subtheme: scene" for the sample (openve3m: the prompt given with the input)
+  keyword   themes.py's deterministic "subtheme: scene" for the sample from our taxonomy or the run's themes_file
+            (openve3m: the prompt given with the input)
   VLM       describe_scene -> original_scene; write_instruction -> the editing prompt (keyword themes)
   edit      FLUX.2-klein edits source_frame0 with the prompt -> edited_frame0.png
   filter    EditScore overall >= thresholds.edit_frame0 (Sparkle: 8), else rejected
@@ -62,7 +63,8 @@ class EditStage:
                                     timer.as_dict())
             prompt, chosen_keyword = sample.prompt, None
         else:
-            keyword = themes.load_themes().sample_keyword(sample.theme, sample.id, seed=config.run.seed)
+            taxonomy = themes.load_themes(config.run.themes_file)  # "" = the packaged taxonomy (ours)
+            keyword = taxonomy.sample_keyword(sample.theme, sample.id, seed=config.run.seed)
             chosen_keyword = keyword.chosen_keyword
             with timer.model():
                 instruction = models["vlm"].write_instruction(frame0, original_scene, sample.theme, keyword.subtheme,

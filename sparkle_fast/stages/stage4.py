@@ -3,7 +3,8 @@
   round 2   Qwen3-VL ground_per_frame re-locates every round-1 label on the clip's frames at bait.anchor_fps (2 FPS)
             -> foreground_grounding_r2.jsonl (frame_objects, "bbox_2d": [] where a label was not found)
   BAIT      SAM3 tracks from every anchor frame with a usable box, forward and backward; pixels voted by a strict
-            majority of the passes -> source_video_mask/{id}.npz (Sparkle's packed format)
+            majority of the passes (Sparkle's rule), or by at least bait.min_votes of them when that is set (capped
+            at the sample's pass count) -> source_video_mask/{id}.npz (Sparkle's packed format)
   rejected  when no frame has a usable box (no anchor) or tracking fails
 With bait.round1_anchor (off in Sparkle), frame 0 is also anchored on the round-1 boxes, which were found on it.
 """
@@ -62,7 +63,7 @@ class BaitStage:
         # BAIT's time is the tracker's forward passes (model) plus the vote and packing (kernel, a small part).
         with timer.model():
             result = run_bait(models["sam3"], frames, frame_objects, fps=config.clip.fps,
-                              anchor_frames=anchor_frames)
+                              anchor_frames=anchor_frames, min_votes=config.bait.min_votes or None)
         # The record is the stage's outcome, identical on a rerun: measurements (seconds, peak memory) are left out.
         record["bait"] = {k: v for k, v in result.summary().items() if k not in ("seconds", "peak_memory_bytes")}
         if not result.ok:
