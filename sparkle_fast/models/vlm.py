@@ -26,6 +26,10 @@ from sparkle_fast.models import json_answers as ja
 from sparkle_fast.models.base import TaskResult, free_memory, pick_device, pick_dtype, to_pil
 from sparkle_fast.models.slots import check_model_folder
 
+# Our prompt texts. Sparkle does not publish its prompts; its paper says what each step asks (stage 1: judge residual
+# camera motion, reasoning first; stage 2: describe the original scene, then write an instruction for a randomly
+# chosen subtheme and scene; stage 3: ground the foreground; stage 4: re-locate it on 2-FPS frames), and its README
+# gives the answers' JSON shapes. Override any of them from a TOML file: config [run] prompts_file, load_prompts().
 PROMPTS = {
     "camera_motion": (
         "You are given a video clip. Decide whether the camera moves at any point (pan, tilt, zoom, shake, "
@@ -66,6 +70,52 @@ PROMPTS = {
         "for an object that is not visible."
     ),
 }
+
+
+class PromptFileError(ValueError):
+    """A prompts file that is missing, unreadable or not of the documented shape; the message names the file."""
+
+
+def _placeholders(template: str) -> set[str]:
+    import string
+
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+def load_prompts(path) -> dict[str, str]:
+    """PROMPTS with the templates a TOML file overrides: top-level string keys among PROMPTS' names, e.g.
+    `describe_scene = "..."`. A template keeps its {placeholders} exactly (write_instruction: original_scene, theme,
+    subtheme, scene; background_caption: prompt; ground_per_frame: labels) and doubles literal braces ({{ }}).
+    The JSON answer shape is enforced by schema-constrained decoding whatever the text says."""
+    import tomllib
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise PromptFileError(f"{path}: no such prompts file") from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PromptFileError(f"{path}: unreadable prompts file ({type(exc).__name__}: {exc})") from exc
+    problems, prompts = [], dict(PROMPTS)
+    for key, value in raw.items():
+        if key not in PROMPTS:
+            problems.append(f"unknown prompt {key!r} (known: {', '.join(PROMPTS)})")
+        elif not isinstance(value, str) or not value.strip():
+            problems.append(f"{key} must be a non-empty string")
+        else:
+            try:
+                found = _placeholders(value)
+            except ValueError as exc:
+                problems.append(f"{key}: not a valid template ({exc}); write literal braces as {{{{ and }}}}")
+                continue
+            wanted = _placeholders(PROMPTS[key])
+            if found != wanted:
+                problems.append(f"{key} must use the placeholders {sorted(wanted)}, found {sorted(found)}")
+            prompts[key] = value
+    if problems:
+        raise PromptFileError(f"{path}: " + "; ".join(problems))
+    return prompts
 
 
 @dataclass(frozen=True)
@@ -111,6 +161,12 @@ class Qwen3VLAdapter:
         self.config = config or VLMConfig()
         self._table: ja.TokenTable | None = None
         self._constraints: dict[Any, ja.JsonConstraint] = {}
+        self.prompts = dict(PROMPTS)  # the templates in use (use_run_config: a run's prompts_file)
+
+    def use_run_config(self, config) -> None:
+        """Take the run config's prompts_file (driver [run] section; "" = the packaged PROMPTS)."""
+        path = getattr(getattr(config, "run", None), "prompts_file", "")
+        self.prompts = load_prompts(path) if path else dict(PROMPTS)
 
     # -- loading --------------------------------------------------------------------------------------------
     @classmethod
@@ -231,7 +287,7 @@ class Qwen3VLAdapter:
         value: {"reasoning": str, "camera_moving": bool}."""
         schema = ja.Object((("reasoning", ja.Text(self.config.reasoning_chars)),
                             ("camera_moving", ja.Choice(("yes", "no")))))
-        request = _Request([{"type": "video"}, {"type": "text", "text": PROMPTS["camera_motion"]}],
+        request = _Request([{"type": "video"}, {"type": "text", "text": self.prompts["camera_motion"]}],
                            video=np.asarray(frames), video_fps=fps)
 
         def parse(answer: str) -> dict:
@@ -243,13 +299,13 @@ class Qwen3VLAdapter:
     def describe_scene(self, frame0) -> TaskResult:
         """Stage 2: value = original_scene (str)."""
         schema = ja.Object((("scene", ja.Text(self.config.scene_chars, min_chars=1)),))
-        request = _Request([{"type": "image"}, {"type": "text", "text": PROMPTS["describe_scene"]}], images=[frame0])
+        request = _Request([{"type": "image"}, {"type": "text", "text": self.prompts["describe_scene"]}], images=[frame0])
         return self._ask([request], schema, "scene", lambda a: ja.parse_text_field(a, "scene"))[0]
 
     def write_instruction(self, frame0, original_scene: str, theme: str, subtheme: str, scene: str) -> TaskResult:
         """Stage 2: value = the editing prompt (str) for the chosen "subtheme: scene"."""
         schema = ja.Object((("prompt", ja.Text(self.config.prompt_chars, min_chars=1)),))
-        text = PROMPTS["write_instruction"].format(original_scene=original_scene, theme=theme, subtheme=subtheme,
+        text = self.prompts["write_instruction"].format(original_scene=original_scene, theme=theme, subtheme=subtheme,
                                                    scene=scene)
         request = _Request([{"type": "image"}, {"type": "text", "text": text}], images=[frame0])
         return self._ask([request], schema, "prompt", lambda a: ja.parse_text_field(a, "prompt"))[0]
@@ -259,7 +315,7 @@ class Qwen3VLAdapter:
         the 0..1000 grid of the source frame, cleaned (clamped, ordered), unlabeled or box-less items dropped."""
         schema = ja.grounding_schema(self.config.max_objects, self.config.label_chars)
         request = _Request([{"type": "image"}, {"type": "image"},
-                            {"type": "text", "text": PROMPTS["ground_foreground"]}],
+                            {"type": "text", "text": self.prompts["ground_foreground"]}],
                            images=[source_frame0, edited_frame0])
 
         def parse(answer: str) -> dict:
@@ -272,7 +328,7 @@ class Qwen3VLAdapter:
     def background_caption(self, prompt: str) -> TaskResult:
         """Stage 3: value = a caption of the new background alone (str), for the I2V model."""
         schema = ja.Object((("caption", ja.Text(self.config.caption_chars, min_chars=1)),))
-        request = _Request([{"type": "text", "text": PROMPTS["background_caption"].format(prompt=prompt)}])
+        request = _Request([{"type": "text", "text": self.prompts["background_caption"].format(prompt=prompt)}])
         return self._ask([request], schema, "caption", lambda a: ja.parse_text_field(a, "caption"))[0]
 
     def ground_per_frame(self, frames: Sequence, labels: Sequence[str]) -> TaskResult:
@@ -286,7 +342,7 @@ class Qwen3VLAdapter:
         if not labels:
             return TaskResult(ok=False, reason="no round-1 labels to ground")
         schema = ja.frame_grounding_schema(labels)
-        text = PROMPTS["ground_per_frame"].format(labels="; ".join(labels))
+        text = self.prompts["ground_per_frame"].format(labels="; ".join(labels))
         requests = [_Request([{"type": "image"}, {"type": "text", "text": text}], images=[frame]) for frame in frames]
         frame_results: list[TaskResult] = []
         step = max(1, self.config.frame_batch_size)
