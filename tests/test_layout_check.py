@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -46,8 +48,22 @@ def write_dataset(root, *, fps=16, frames=T, mask_shape=(T, H, W)):
     return out, records
 
 
+def _config(out, **clip):
+    """The run's config.json with a clip spec: Sparkle's fps, this folder's size and length, then `clip`."""
+    spec = {"fps": 16, "max_frames": T, "width": W, "height": H, **clip}
+    (out.root / "config.json").write_text(json.dumps({"clip": spec}))
+
+
+def _scores(out, records, frame_indices):
+    line = {**records["edited_video_score"], "frame_indices": frame_indices,
+            "editscore": records["edited_video_score"]["editscore"][:1] * len(frame_indices)}
+    layout.write_jsonl(out.records_file("location", "edited_video_score"), [line])
+
+
 def test_a_conforming_folder_has_no_problems(tmp_path):
-    write_dataset(tmp_path)
+    out, _ = write_dataset(tmp_path)
+    assert check_dataset(tmp_path) == []
+    _config(out)  # the run's clip spec, met
     assert check_dataset(tmp_path) == []
 
 
@@ -75,9 +91,22 @@ def test_a_conforming_folder_has_no_problems(tmp_path):
                                             np.zeros((T, H, W, 3), np.uint8), fps=25), "25 fps"),
         (lambda out, rec: video.write_video(out.artifact("location", "edited_video", SAMPLE),
                                             np.zeros((T + 1, H, W, 3), np.uint8), fps=16), "6 frames"),
+        (lambda out, rec: _config(out, width=W + 32), f"{W}x{H}, the clip spec is {W + 32}x{H}"),
+        (lambda out, rec: _config(out, max_frames=1), f"{T} frames, more than the clip spec's 1"),
+        (lambda out, rec: _config(out, fps=25), "16 fps, the clip spec is 25 fps"),
+        (lambda out, rec: video.write_video(out.artifact("location", "edited_video_canny", SAMPLE),
+                                            np.zeros((T + 4, H, W, 3), np.uint8), fps=16),
+         f"{W}x{H}x{T + 4} frames, the source video is {W}x{H}x{T}"),
+        (lambda out, rec: _scores(out, rec, [1, 5, 9]), "not 4 distinct frames"),
+        (lambda out, rec: _scores(out, rec, [1, 1, 2, 3]), "not 4 distinct frames"),
+        (lambda out, rec: _scores(out, rec, [0, 1, 2, 3]), "include frame 0"),
+        (lambda out, rec: _scores(out, rec, [1, 2, 3, T]), f"reach past the video's {T} frames"),
+        (lambda out, rec: out.train_csv("location").write_text("prompt,src_video,tgt_video,task\n"),
+         "a header without rows"),
     ],
     ids=["missing-png", "score-fields", "bad-box", "duplicate-ids", "edit-type", "csv-columns", "mask-shape",
-         "mask-junk", "fps", "4k+1"],
+         "mask-junk", "fps", "4k+1", "clip-size", "clip-length", "clip-fps", "intermediate-length",
+         "three-scored-frames", "repeated-scored-frame", "scored-frame-0", "scored-frame-past-end", "header-only-csv"],
 )
 def test_each_departure_is_named(tmp_path, break_it, message):
     out, records = write_dataset(tmp_path)

@@ -243,8 +243,25 @@ def _wrong_frame_count(copy):
     return f"{shard}:location/edited_video/Sparkle_location_000001.mp4: 9 frames"
 
 
-@pytest.mark.parametrize("break_it", [_add_orphan_member, _add_orphan_preview, _truncate, _wrong_frame_count],
-                         ids=["orphan-member", "orphan-preview", "truncated-tar", "frame-count"])
+def _missing_shard(copy):
+    shard = copy / "location_source_video_part01.tar"
+    shard.unlink()
+    return f"{shard}: listed in SHA256SUMS but missing"
+
+
+def _member_path_without_theme(copy):
+    shard = copy / "season_edited_video_part00.tar"
+    with tarfile.open(shard) as tar:
+        (info,) = tar.getmembers()
+        data = tar.extractfile(info).read()
+    package.write_tar(shard, [("edited_video/Sparkle_season_000000.mp4", data)])
+    return f"{shard}:edited_video/Sparkle_season_000000.mp4: not a member Sparkle's README names"
+
+
+@pytest.mark.parametrize("break_it", [_add_orphan_member, _add_orphan_preview, _truncate, _wrong_frame_count,
+                                      _missing_shard, _member_path_without_theme],
+                         ids=["orphan-member", "orphan-preview", "truncated-tar", "frame-count", "missing-shard",
+                              "member-path"])
 def test_validate_names_the_file(release, tmp_path, break_it):
     copy = _copy_release(release, tmp_path)
     expected = break_it(copy)
