@@ -1,0 +1,178 @@
+"""`sparkle-fast eval`: the README's score files from a tiny judge on a small bench, scores in 1..5 with dimensions
+2-6 capped at the first, failures recorded with reasons, reruns that skip what is scored, the inference layout, an
+OpenAI-compatible endpoint judge (a local fake server), and the report comparing result folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sparkle_fast import layout, video
+from sparkle_fast.driver.cli import main
+from sparkle_fast.driver.eval import BenchSample, read_bench
+from sparkle_fast.driver.eval_judge import cap_scores, load_protocol
+from sparkle_fast.formats import save_mask
+from sparkle_fast.metrics import METRIC_KEYS
+
+T, H, W = 9, 48, 64
+SPARKLE_KEYS = {"id", "prompt", "edit_type", "subtheme", "scene", "scores", "result"}
+
+
+def _frames(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (H // 8, W // 8, 3)).astype(np.uint8).repeat(8, 0).repeat(8, 1)
+    return np.stack([np.roll(base, t, axis=1) for t in range(T)])
+
+
+def _bench(tmp_path: Path) -> tuple[Path, dict]:
+    """A two-theme bench (3 samples) with masks and control videos, plus a folder of outputs named {id}.mp4 for two
+    of them (the third has no output)."""
+    bench, outputs = tmp_path / "bench", tmp_path / "model_outputs"
+    samples = {"time": [("Sparkle_time_000001", "night: neon city street")],
+               "season": [("Sparkle_season_000000", "winter: snowy pine forest"),
+                          ("Sparkle_season_000003", "autumn: maple park")]}
+    mask = np.zeros((T, H, W), bool)
+    mask[:, 12:36, 20:44] = True
+    seed = 0
+    for theme, items in samples.items():
+        rows, meta = [], []
+        for sample_id, keyword in items:
+            seed += 1
+            source = _frames(seed)
+            rel = f"source_videos/{theme}/{sample_id}.mp4"
+            video.write_video(bench / rel, source, fps=16)
+            save_mask(bench / "masks" / theme / f"{sample_id}.npz", mask)
+            control = np.repeat(__import__("sparkle_fast").ops.canny(source)[..., None], 3, axis=-1)
+            video.write_video(bench / "masks" / theme / f"{sample_id}_control.mp4", control, fps=16)
+            if sample_id != "Sparkle_season_000003":
+                edited = source.copy()
+                edited[~mask] = 255 - edited[~mask]  # a new background, the foreground kept
+                video.write_video(outputs / f"{sample_id}.mp4", edited, fps=16)
+            rows.append({"edited_type": theme, "prompt": f"Put the subject in a {keyword}", "original_video": rel})
+            meta.append(layout.metadata_record(theme, sample_id, rows[-1]["prompt"], keyword, "a room"))
+        with open(bench / f"{theme}_bench.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["edited_type", "prompt", "original_video"])
+            writer.writeheader()
+            writer.writerows(rows)
+        layout.write_jsonl(bench / f"{theme}_metadata.jsonl", meta)
+    return bench, outputs
+
+
+def test_protocols_and_cap():
+    sparkle = load_protocol("sparkle")
+    assert sparkle.dimensions == ("Instruction Compliance", "Overall Visual Quality", "Foreground Integrity",
+                                  "Foreground Motion Consistency", "Background Dynamics", "Background Visual Quality")
+    assert "must not exceed the score for Instruction Compliance" in sparkle.text
+    assert len(load_protocol("openve").dimensions) == 3
+    assert cap_scores([3, 5, 1, 4, 3, 2]) == [3, 3, 1, 3, 3, 2]
+    with pytest.raises(ValueError, match="--protocol"):
+        load_protocol("vbench")
+
+
+def test_inference_layout_path(tmp_path):
+    bench, _ = _bench(tmp_path)
+    samples = read_bench(bench)
+    assert [s.id for s in samples] == ["Sparkle_season_000000", "Sparkle_season_000003", "Sparkle_time_000001"]
+    sample = BenchSample("Sparkle_location_000172", "location", "p", "landmark",
+                         "ancient stone ruins with wind-swept grass", Path("x.mp4"))
+    assert sample.result_path("R").as_posix() == \
+        "R/location/landmark---ancient_stone_ruins_with_wind-swept_grass/Sparkle_location_000172_edited.mp4"
+
+
+def test_eval_tiny_judge_writes_the_readme_score_files(tmp_path, capsys):
+    bench, outputs = _bench(tmp_path)
+    results = tmp_path / "results"
+    argv = ["eval", "--bench", str(bench), "--results", str(results), "--layout-from", str(outputs),
+            "--judge", "tiny"]
+    assert main(argv) == 0
+    assert (results / "time" / "night---neon_city_street" / "Sparkle_time_000001_edited.mp4").is_file()
+    time_scores = layout.read_jsonl(results / "time_tiny_sparkle_score.jsonl")
+    season_scores = layout.read_jsonl(results / "season_tiny_sparkle_score.jsonl")
+    assert [r["id"] for r in time_scores] == ["Sparkle_time_000001"]
+    assert [r["id"] for r in season_scores] == ["Sparkle_season_000000"]
+    for record in time_scores + season_scores:
+        assert set(record) == SPARKLE_KEYS
+        scores = record["scores"]
+        assert len(scores) == 6 and all(isinstance(s, int) and 1 <= s <= 5 for s in scores)
+        assert all(s <= scores[0] for s in scores[1:])
+        lines = record["result"].splitlines()
+        assert lines[0].startswith("Brief reasoning:") and lines[1].startswith("Instruction Compliance: ")
+    assert time_scores[0]["subtheme"] == "night" and time_scores[0]["scene"] == "neon city street"
+    (failure,) = layout.read_jsonl(results / "season_tiny_sparkle_failures.jsonl")
+    assert failure["id"] == "Sparkle_season_000003" and failure["reason"].startswith("no result video at ")
+    # Judge-free metrics: the kept foreground is perfect, the edge map is the source's (background edges flipped
+    # colours keep their place), a missing output has no record.
+    (metrics,) = layout.read_jsonl(results / "time_metrics.jsonl")
+    assert set(metrics) == {"id", *METRIC_KEYS, "notes"}
+    assert metrics["fg_psnr"] > 35 and metrics["fg_ssim"] > 0.95 and metrics["bg_motion"] > 0.5
+    summary = json.loads((results / "eval_tiny_sparkle.json").read_text())
+    assert summary["macro"]["scored"] == 2 and summary["macro"]["failed"] == 1
+    # A rerun skips what is scored and measured: the files are unchanged.
+    before = {p.name: p.read_bytes() for p in results.glob("*.jsonl")}
+    assert main(argv[:-2] + ["--judge", "tiny"]) == 0
+    assert {p.name: p.read_bytes() for p in results.glob("*.jsonl")} == before
+
+
+def test_eval_errors_name_the_problem(tmp_path, capsys):
+    assert main(["eval", "--bench", str(tmp_path), "--results", str(tmp_path / "r"), "--judge", "none"]) == 2
+    assert "bench.csv" in capsys.readouterr().err
+    bench, outputs = _bench(tmp_path)
+    assert main(["eval", "--bench", str(bench), "--results", str(tmp_path / "r"), "--judge", "nowhere/qwen"]) == 2
+    assert "not 'tiny', an http(s):// endpoint, or a Qwen3-VL folder" in capsys.readouterr().err
+    assert main(["eval", "--bench", str(bench), "--results", str(tmp_path / "r"), "--judge", "http://127.0.0.1:9"]) == 2
+    assert "--judge-model" in capsys.readouterr().err
+
+
+class _FakeServer(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat-completions server: answers a fixed JSON verdict (an over-high score in dimension 3
+    to be capped), and records each request body and Authorization header."""
+
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append((self.path, body, self.headers.get("Authorization")))
+        answer = {"reasoning": "background matches", "instruction_compliance": 3,
+                  "visual_temporal_seamlessness": 2, "physical_consistency": 5}
+        payload = json.dumps({"choices": [{"index": 0, "message": {"content": json.dumps(answer)}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_eval_endpoint_judge_openve_protocol(tmp_path, monkeypatch):
+    bench, outputs = _bench(tmp_path)
+    server = HTTPServer(("127.0.0.1", 0), _FakeServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("JUDGE_KEY", "secret")
+    _FakeServer.seen = []
+    try:
+        results = tmp_path / "results"
+        assert main(["eval", "--bench", str(bench), "--results", str(results), "--layout-from", str(outputs),
+                     "--judge", f"http://127.0.0.1:{server.server_port}/v1", "--judge-model", "Qwen/Qwen3-VL-32B",
+                     "--api-key-env", "JUDGE_KEY", "--protocol", "openve", "--edit-types", "time",
+                     "--no-metrics"]) == 0
+    finally:
+        server.shutdown()
+    (record,) = layout.read_jsonl(results / "time_Qwen_Qwen3-VL-32B_openve_score.jsonl")
+    assert record["scores"] == [3, 2, 3]  # physical consistency 5 capped at instruction compliance 3
+    assert "Physical Consistency: 5" in record["result"]  # the judge's own answer is kept as it said it
+    (path, body, auth), = _FakeServer.seen
+    assert path == "/v1/chat/completions" and auth == "Bearer secret"
+    assert body["model"] == "Qwen/Qwen3-VL-32B" and body["temperature"] == 0.0
+    assert body["response_format"]["type"] == "json_schema"
+    parts = body["messages"][-1]["content"]
+    assert sum(p["type"] == "image_url" for p in parts) == 2 * 8  # --judge-frames 8 of each 9-frame video
+    assert not (results / "time_metrics.jsonl").exists()
