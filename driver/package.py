@@ -47,6 +47,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from sparkle_fast import layout as layout_mod
 from sparkle_fast import layout_check as names
@@ -475,7 +476,7 @@ def _models_lines(models: str | os.PathLike | None) -> list[str]:
 def dataset_card(view: RunView, state: dict, models: str | os.PathLike | None) -> str:
     """README.md of the release: what is in it, how it was made, how to read it."""
     from sparkle_fast._version import __version__
-    from .config import PipelineConfig, apply_values, kiwi_crop_note
+    from .config import kiwi_crop_note
 
     kept_total = sum(len(ids) for ids in view.kept.values())
     out = ["# Sparkle-format video background-replacement dataset", "",
@@ -503,10 +504,10 @@ def dataset_card(view: RunView, state: dict, models: str | os.PathLike | None) -
         out.append(f"| {stage} {STAGE_NAMES[stage]} | {status} | {n} | {text} |")
     if not per_stage:
         out.append("| - | - | 0 | |")
+    clip = view.config.get("clip") or {}
     note = None
-    if view.config.get("clip"):
-        config = apply_values(PipelineConfig(), {"clip": view.config["clip"]}, "the run's config")
-        note = kiwi_crop_note(config)
+    if isinstance(clip.get("width"), int) and isinstance(clip.get("height"), int):
+        note = kiwi_crop_note(SimpleNamespace(clip=SimpleNamespace(width=clip["width"], height=clip["height"])))
     out += ["", "## How it was made", "",
             "The run's resolved configuration (thresholds, clip size and length, seeds):", "", "```json",
             json.dumps(view.config, indent=2, sort_keys=True), "```", ""]

@@ -293,7 +293,8 @@ def check_dataset(root: str | os.PathLike, *, check_videos: bool = True) -> list
     clip = _clip_of(config)
     themes = [t for t in layout.THEMES if out.train_csv(t).exists()]
     if not themes:
-        return [f"{out.root}: no prompts/{{theme}}_train.csv for any theme"]
+        return [f"{out.root}: no prompts/{{theme}}_train.csv for any theme (a theme gets one when a sample of it "
+                f"finishes stage 5)"]
     for theme in themes:
         rows, found = _check_index(out, theme)
         problems += found
