@@ -72,10 +72,13 @@ PYBIND11_MODULE(_C, m) {
   // Host twins of the CUDA kernels (always built): the GPU kernels' per-thread code run in a host loop.
   m.def("vote_u8_host", &sparkle_fast::vote_u8_host, py::call_guard<py::gil_scoped_release>(), py::arg("passes"),
         py::arg("n_passes"), py::arg("n_pixels"), py::arg("min_votes"), py::arg("out"), py::arg("pack_out"),
-        "Host twin of vote_u8: host addresses of uint8 passes [n_passes][n_pixels] and of the output.");
+        py::arg("threads") = 1,
+        "Host twin of vote_u8: host addresses of uint8 passes [n_passes][n_pixels] and of the output; threads: the "
+        "emulated grid size (each runs the kernel's grid-stride loop).");
   m.def("vote_packed_host", &sparkle_fast::vote_packed_host, py::call_guard<py::gil_scoped_release>(),
         py::arg("passes"), py::arg("n_passes"), py::arg("n_pixels"), py::arg("min_votes"), py::arg("out"),
-        py::arg("pack_out"), "Host twin of vote_packed: host addresses of packed passes and of the output.");
+        py::arg("pack_out"), py::arg("threads") = 1,
+        "Host twin of vote_packed: host addresses of packed passes and of the output; threads as for vote_u8_host.");
   m.def("ransac_score_host", &sparkle_fast::ransac_score_host, py::call_guard<py::gil_scoped_release>(),
         py::arg("src"), py::arg("dst"), py::arg("n_valid"), py::arg("keys"), py::arg("n_pairs"), py::arg("n_points"),
         py::arg("n_hyp"), py::arg("seed"), py::arg("thr2"), py::arg("scores"), py::arg("models"),

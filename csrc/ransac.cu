@@ -18,7 +18,7 @@ namespace sparkle_fast {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int kTile = 256;  // correspondences per shared-memory tile
+using ransac_core::kTile;  // correspondences per shared-memory tile
 
 __global__ void ransac_score_kernel(const float* __restrict__ src, const float* __restrict__ dst,
                                     const int* __restrict__ n_valid, const uint32_t* __restrict__ keys,
@@ -36,17 +36,12 @@ __global__ void ransac_score_kernel(const float* __restrict__ src, const float* 
   if (hyp < n_hyp && n >= 4) ok = ransac_core::make_hypothesis(s, d, uint32_t(n), seed, keys[b], uint32_t(hyp), h);
   int count = 0;
   for (int start = 0; start < n; start += kTile) {  // every thread joins every tile: __syncthreads is uniform
-    const int m = min(kTile, n - start);
+    const int m = ransac_core::tile_length(start, n);
     __syncthreads();
     for (int i = threadIdx.x; i < m; i += kThreads)
       tile[i] = make_float4(s[2 * (start + i)], s[2 * (start + i) + 1], d[2 * (start + i)], d[2 * (start + i) + 1]);
     __syncthreads();
-    if (ok) {
-      for (int i = 0; i < m; ++i) {
-        const float4 c = tile[i];
-        count += ransac_core::is_inlier(h, c.x, c.y, c.z, c.w, thr2) ? 1 : 0;
-      }
-    }
+    if (ok) count += ransac_core::count_inliers(h, tile, m, thr2);
   }
   if (hyp < n_hyp) {
     scores[int64_t(b) * n_hyp + hyp] = ok ? count : -1;

@@ -122,5 +122,19 @@ SF_HD bool is_inlier(const double* h, double x, double y, double u, double v, do
   return ex * ex + ey * ey <= thr2;
 }
 
+// Correspondences are scored in tiles of kTile (the CUDA kernel stages each tile in shared memory; the host twin walks
+// the same tiles), and tile_length/count_inliers are the code both run, so the tiling is tested on the host too.
+constexpr int kTile = 256;
+
+SF_HD int tile_length(int start, int n) { return n - start < kTile ? n - start : kTile; }
+
+// Inliers of h among the m correspondences of one tile; P has members x, y (src) and z, w (dst), as CUDA's float4.
+template <typename P>
+SF_HD int count_inliers(const double* h, const P* tile, int m, double thr2) {
+  int count = 0;
+  for (int i = 0; i < m; ++i) count += is_inlier(h, tile[i].x, tile[i].y, tile[i].z, tile[i].w, thr2) ? 1 : 0;
+  return count;
+}
+
 }  // namespace ransac_core
 }  // namespace sparkle_fast

@@ -5,6 +5,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "ransac_core.h"
 
@@ -22,6 +23,10 @@ void ransac_score_host(std::uintptr_t src_addr, std::uintptr_t dst_addr, std::ui
   const std::uint32_t* keys = reinterpret_cast<const std::uint32_t*>(keys_addr);
   int* scores = reinterpret_cast<int*>(scores_addr);
   double* models = reinterpret_cast<double*>(models_addr);
+  struct Float4 {
+    float x, y, z, w;
+  };
+  std::vector<Float4> tile(ransac_core::kTile);
   for (int b = 0; b < n_pairs; ++b) {
     const float* s = src + int64_t(b) * n_points * 2;
     const float* d = dst + int64_t(b) * n_points * 2;
@@ -32,8 +37,12 @@ void ransac_score_host(std::uintptr_t src_addr, std::uintptr_t dst_addr, std::ui
       int count = -1;
       if (n >= 4 && ransac_core::make_hypothesis(s, d, uint32_t(n), seed, keys[b], uint32_t(hyp), h)) {
         count = 0;
-        for (int i = 0; i < n; ++i)
-          count += ransac_core::is_inlier(h, s[2 * i], s[2 * i + 1], d[2 * i], d[2 * i + 1], thr2) ? 1 : 0;
+        for (int start = 0; start < n; start += ransac_core::kTile) {  // the kernel's tiles, staged the same way
+          const int m = ransac_core::tile_length(start, n);
+          for (int i = 0; i < m; ++i)
+            tile[i] = {s[2 * (start + i)], s[2 * (start + i) + 1], d[2 * (start + i)], d[2 * (start + i) + 1]};
+          count += ransac_core::count_inliers(h, tile.data(), m, thr2);
+        }
       }
       scores[int64_t(b) * n_hyp + hyp] = count;
     }

@@ -26,28 +26,23 @@ constexpr int kThreads = 256;
 __device__ __forceinline__ int64_t first_index() { return int64_t(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ int64_t grid_stride() { return int64_t(gridDim.x) * blockDim.x; }
 
+// The grid-stride loops (item counts included) live in vote_pack_core.h, shared with the host twin.
 template <int kWords, bool kPackOut>
 __global__ void vote_u8_vec_kernel(const uint8_t* __restrict__ passes, int n_passes, int64_t n_pixels,
                                    uint32_t min_votes, uint8_t* __restrict__ out) {
-  const int64_t n_items = n_pixels / (4 * kWords);
-  for (int64_t g = first_index(); g < n_items; g += grid_stride())
-    vote_u8_vec_item<kWords, kPackOut>(passes, n_passes, n_pixels, min_votes, out, g);
+  vote_u8_vec_items<kWords, kPackOut>(passes, n_passes, n_pixels, min_votes, out, first_index(), grid_stride());
 }
 
 template <bool kPackOut>
 __global__ void vote_u8_bytewise_kernel(const uint8_t* __restrict__ passes, int n_passes, int64_t n_pixels,
                                         int min_votes, uint8_t* __restrict__ out) {
-  const int64_t n_items = (n_pixels + 7) / 8;
-  for (int64_t b = first_index(); b < n_items; b += grid_stride())
-    vote_u8_bytewise_item<kPackOut>(passes, n_passes, n_pixels, min_votes, out, b);
+  vote_u8_bytewise_items<kPackOut>(passes, n_passes, n_pixels, min_votes, out, first_index(), grid_stride());
 }
 
 template <typename Word, bool kPackOut>
 __global__ void vote_packed_kernel(const uint8_t* __restrict__ passes, int n_passes, int64_t n_pixels,
                                    int min_votes, uint8_t* __restrict__ out) {
-  const int64_t n_items = ((n_pixels + 7) / 8) / int64_t(sizeof(Word));
-  for (int64_t w = first_index(); w < n_items; w += grid_stride())
-    vote_packed_item<Word, kPackOut>(passes, n_passes, n_pixels, min_votes, out, w);
+  vote_packed_items<Word, kPackOut>(passes, n_passes, n_pixels, min_votes, out, first_index(), grid_stride());
 }
 
 unsigned int blocks_for(int64_t work_items) {

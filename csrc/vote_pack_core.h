@@ -26,19 +26,27 @@ SF_HD uint32_t nonzero_lanes(uint32_t x) {
   return ((((x & 0x7f7f7f7fu) + 0x7f7f7f7fu) | x) >> 7) & 0x01010101u;
 }
 
-// 0xff in every byte lane where a >= b (unsigned), else 0x00.
-SF_HD uint32_t lanes_ge(uint32_t a, uint32_t b) {
-#if defined(__CUDA_ARCH__)
-  return __vcmpgeu4(a, b);
-#else
+#if !defined(__CUDA_ARCH__)
+// Host emulations of CUDA's per-byte SIMD comparisons, under the intrinsics' own names: the host twin then runs the
+// very expressions the GPU threads run, so a change to which intrinsic the kernel calls changes the host twin too
+// (inside this namespace these names hide nothing: CUDA's intrinsics are device-only).
+template <typename Compare>
+inline uint32_t simd_compare_u4(uint32_t a, uint32_t b, Compare compare) {
   uint32_t r = 0;
   for (int lane = 0; lane < 4; ++lane) {
     const uint32_t shift = 8u * lane;
-    if (((a >> shift) & 0xffu) >= ((b >> shift) & 0xffu)) r |= 0xffu << shift;
+    if (compare((a >> shift) & 0xffu, (b >> shift) & 0xffu)) r |= 0xffu << shift;
   }
   return r;
-#endif
 }
+inline uint32_t __vcmpgeu4(uint32_t a, uint32_t b) { return simd_compare_u4(a, b, [](uint32_t x, uint32_t y) { return x >= y; }); }
+inline uint32_t __vcmpgtu4(uint32_t a, uint32_t b) { return simd_compare_u4(a, b, [](uint32_t x, uint32_t y) { return x > y; }); }
+inline uint32_t __vcmpleu4(uint32_t a, uint32_t b) { return simd_compare_u4(a, b, [](uint32_t x, uint32_t y) { return x <= y; }); }
+inline uint32_t __vcmpltu4(uint32_t a, uint32_t b) { return simd_compare_u4(a, b, [](uint32_t x, uint32_t y) { return x < y; }); }
+#endif
+
+// 0xff in every byte lane where a >= b (unsigned), else 0x00.
+SF_HD uint32_t lanes_ge(uint32_t a, uint32_t b) { return __vcmpgeu4(a, b); }
 
 // Lanes holding 0/1 (pixel 0 in the lowest byte) -> a nibble with pixel 0 in its top bit (np.packbits order).
 SF_HD uint32_t lanes_to_nibble(uint32_t lanes) {
@@ -157,6 +165,16 @@ SF_HD void vote_u8_vec_item(const uint8_t* passes, int n_passes, int64_t n_pixel
   }
 }
 
+// The items [first, n_items) with step `stride` of a grid-stride loop: a CUDA thread passes its global index and the
+// grid's thread count; the host twin emulates a grid of any size with the same loop. n_items = n_pixels / 16 (or 8).
+template <int kWords, bool kPackOut>
+SF_HD void vote_u8_vec_items(const uint8_t* passes, int n_passes, int64_t n_pixels, uint32_t min_votes,
+                             uint8_t* out, int64_t first, int64_t stride) {
+  const int64_t n_items = n_pixels / (4 * kWords);
+  for (int64_t g = first; g < n_items; g += stride)
+    vote_u8_vec_item<kWords, kPackOut>(passes, n_passes, n_pixels, min_votes, out, g);
+}
+
 // Work item b covers pixels [8b, min(8b + 8, n_pixels)).
 template <bool kPackOut>
 SF_HD void vote_u8_bytewise_item(const uint8_t* passes, int n_passes, int64_t n_pixels, int min_votes,
@@ -176,6 +194,14 @@ SF_HD void vote_u8_bytewise_item(const uint8_t* passes, int n_passes, int64_t n_
     }
   }
   if constexpr (kPackOut) out[b] = static_cast<uint8_t>(byte);
+}
+
+template <bool kPackOut>
+SF_HD void vote_u8_bytewise_items(const uint8_t* passes, int n_passes, int64_t n_pixels, int min_votes,
+                                  uint8_t* out, int64_t first, int64_t stride) {
+  const int64_t n_items = (n_pixels + 7) / 8;
+  for (int64_t b = first; b < n_items; b += stride)
+    vote_u8_bytewise_item<kPackOut>(passes, n_passes, n_pixels, min_votes, out, b);
 }
 
 // ---- packed passes -----------------------------------------------------------------------------------------------
@@ -240,6 +266,15 @@ SF_HD void vote_packed_item(const uint8_t* passes, int n_passes, int64_t n_pixel
       }
     }
   }
+}
+
+// Grid-stride loop over the packed words: n_items = whole Words per row (the variant guarantees rows hold whole Words).
+template <typename Word, bool kPackOut>
+SF_HD void vote_packed_items(const uint8_t* passes, int n_passes, int64_t n_pixels, int min_votes, uint8_t* out,
+                             int64_t first, int64_t stride) {
+  const int64_t n_items = ((n_pixels + 7) / 8) / int64_t(sizeof(Word));
+  for (int64_t w = first; w < n_items; w += stride)
+    vote_packed_item<Word, kPackOut>(passes, n_passes, n_pixels, min_votes, out, w);
 }
 
 }  // namespace vote_core
