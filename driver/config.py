@@ -11,6 +11,8 @@
                   coarse filter: ours, docs/CAMERA_CALIBRATION.md; Sparkle's Appendix A is not public)
     [run]         chunk_size, max_attempts, seed, themes, themes_file and prompts_file (our taxonomy and VLM prompts
                   replaced from files; "" = the packaged ones)
+    [engines]     how each per-frame network runs (ours; docs/ENGINES.md): sam3, vae, lineart = "torch" | "compile" |
+                  "tensorrt" | "onnxruntime"; precision = "bf16" (TensorRT engines); cache_dir = "" (the default cache)
 
 An unknown section or key, or a value of the wrong type, is an error naming the file and the key: a typo must not
 silently leave a default in force. The resolved config is saved with the run and compared with the previous run's.
@@ -102,6 +104,23 @@ class RayConfig:
     status_seconds: float = 30.0  # how often the pool table is printed and the Ray metrics updated
 
 
+ENGINE_CHOICES = ("torch", "compile", "tensorrt", "onnxruntime")  # = sparkle_fast.engines.ENGINE_CHOICES
+ENGINE_PRECISIONS = ("bf16", "fp16", "fp32")
+
+
+@dataclass
+class EnginesConfig:
+    """How each per-frame network runs (sparkle_fast.engines, docs/ENGINES.md): "torch" (eager PyTorch),
+    "compile" (torch.compile), "tensorrt" (an engine from the cache, built on first use; needs the engines extra
+    and a GPU), "onnxruntime" (the exported ONNX graph under onnxruntime, float32; for checking exports)."""
+
+    sam3: str = "torch"  # SAM3's image encoder (stage 4)
+    vae: str = "torch"  # the Wan VAE decoder (stages 3 and 5)
+    lineart: str = "torch"  # the line-art generator (stage 5 with edges.extractor = "lineart")
+    precision: str = "bf16"  # TensorRT engines: bf16 | fp16 | fp32 (strongly typed: the ONNX graph's type)
+    cache_dir: str = ""  # "" = $SPARKLE_FAST_ENGINE_CACHE or ~/.cache/sparkle_fast/engines
+
+
 @dataclass
 class PipelineConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
@@ -111,6 +130,7 @@ class PipelineConfig:
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     run: RunConfig = field(default_factory=RunConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    engines: EnginesConfig = field(default_factory=EnginesConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -224,6 +244,16 @@ def _check_files(config: PipelineConfig) -> list[str]:
     return problems
 
 
+def _check_engines(config: PipelineConfig) -> list[str]:
+    engines = config.engines
+    problems = [f"engines.{name} must be one of {', '.join(repr(c) for c in ENGINE_CHOICES)}, got {value!r}"
+                for name, value in (("sam3", engines.sam3), ("vae", engines.vae), ("lineart", engines.lineart))
+                if value not in ENGINE_CHOICES]
+    if engines.precision not in ENGINE_PRECISIONS:
+        problems.append(f"engines.precision must be one of {', '.join(ENGINE_PRECISIONS)}, got {engines.precision!r}")
+    return problems
+
+
 def check_config(config: PipelineConfig) -> None:
     """Values that are well-typed but meaningless."""
     problems = []
@@ -248,5 +278,6 @@ def check_config(config: PipelineConfig) -> None:
            config.thresholds.camera_reference_diagonal_px) < 0:
         problems.append("thresholds.camera_* must be >= 0")
     problems += _check_files(config)
+    problems += _check_engines(config)
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
