@@ -311,6 +311,9 @@ def package_release(out: str | os.PathLike, release: str | os.PathLike, *, shard
         raise PackageError(f"--shard-size must be positive and --preview >= 0, got {shard_bytes} and {preview}")
 
     view = read_run(out)
+    if not view.kept:
+        raise PackageError(f"{out}: nothing to release: no sample has finished stage 5 ({len(view.rejected)} not "
+                           f"kept, {view.pending} in progress); run or resume `sparkle-fast run` first")
     run_layout = layout_mod.SparkleLayout(out)
     _check_artifacts(run_layout, view)
     state = state or {"version": STATE_VERSION, "format": fmt, "shards": {}}

@@ -305,6 +305,13 @@ def test_packaging_refuses_bad_requests(run_dir, tmp_path, capsys):
     assert main(["package", str(run_dir.root), "--to", str(tmp_path / "r"), "--shard-size", "lots"]) == 2
     assert "--shard-size 'lots'" in capsys.readouterr().err
     assert package.parse_size("5GB") == 5 * 10**9 and package.parse_size("300KiB") == 300 * 1024
+    empty = tmp_path / "empty_run"
+    with Manifest(empty / "manifest.sqlite") as manifest:
+        manifest.add_samples([SampleRow("Sparkle_style_000000", "style", "a.mp4", None)])
+        manifest.finish("Sparkle_style_000000", 1, "rejected", reason="the camera moves")
+    assert main(["package", str(empty), "--to", str(tmp_path / "r2")]) == 2
+    assert "nothing to release: no sample has finished stage 5 (1 not kept, 0 in progress)" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()
 
 
 KILLER = """
