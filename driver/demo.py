@@ -1,8 +1,13 @@
 """`sparkle-fast demo`: the five stages end to end on CPU in a few minutes, with tiny random models.
 
     make_demo_clips(folder)   three short clips: two fixed cameras with a moving subject, one panning camera
-    run_demo(out)             the clips -> run_pipeline (config: sparkle_fast/data/demo.toml, models "tiny") ->
+    write_demo_inputs(folder) the clips and folder/inputs.csv (src_video, theme: each clip's theme given)
+    run_demo(out)             inputs.csv -> run_pipeline (config: sparkle_fast/data/demo.toml, models "tiny") ->
                               out/report.html
+
+Sample identity: the demo names each clip's theme in its CSV, so its sample ids (Sparkle_{theme}_{n}, numbered in CSV
+order) do not depend on the clips' bytes; a folder input would draw themes from the files' content hashes, and the
+clips' bytes depend on the encoder build (see docs/DETERMINISM.md).
 
 The models are random, so their edits, videos, masks and scores are noise; the demo shows that every stage runs,
 what each writes, how decisions are recorded and where the time goes. Its thresholds are lowered in its own config
@@ -15,8 +20,9 @@ import os
 from pathlib import Path
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "sparkle_fast" / "data" / "demo.toml"
-# (camera motion, photograph, seed): the panning clip is there to be rejected by stage 1's camera filter.
-DEMO_CLIPS = (("static", "astronaut", 0), ("static", "coffee", 1), ("pan", "rocket", 2))
+# (camera motion, photograph, seed, theme): the panning clip is there to be rejected by stage 1's camera filter.
+DEMO_CLIPS = (("static", "astronaut", 0, "location"), ("static", "coffee", 1, "time"), ("pan", "rocket", 2, "season"))
+DEMO_CSV = "inputs.csv"
 RANDOM_MODELS_NOTE = (
     "The models in this demo are tiny and randomly initialised (same classes as Qwen3-VL, FLUX.2-klein, EditScore, "
     "SAM3 and Wan2.2, a few hundred kilobytes each). Their prompts, edits, masks, videos and scores are noise: what "
@@ -40,10 +46,24 @@ def make_demo_clips(folder: str | os.PathLike, *, n_frames: int = 17, size: tupl
 
     folder = Path(folder)
     paths = []
-    for index, (motion, photo, seed) in enumerate(DEMO_CLIPS):
+    for index, (motion, photo, seed, _) in enumerate(DEMO_CLIPS):
         clip = make_clip(motion, n_frames=n_frames, size=size, subject_fraction=0.12, photo=photo, seed=seed)
         paths.append(write_video(folder / f"demo_{index}_{motion}_{photo}.mp4", clip.frames, fps=16))
     return paths
+
+
+def write_demo_inputs(folder: str | os.PathLike) -> Path:
+    """The demo's clips (make_demo_clips) and folder/inputs.csv naming each clip's theme; returns the CSV's path.
+    Written last and atomically: a CSV present means every clip it lists was written."""
+    from sparkle_fast._io import atomic_write
+
+    folder = Path(folder)
+    paths = make_demo_clips(folder)
+    lines = ["src_video,theme"] + [f"{path.name},{theme}" for path, (*_, theme) in zip(paths, DEMO_CLIPS, strict=True)]
+    csv_path = folder / DEMO_CSV
+    with atomic_write(csv_path) as handle:
+        handle.write(("\n".join(lines) + "\n").encode())
+    return csv_path
 
 
 def run_demo(out: str | os.PathLike, *, config_path: str | os.PathLike | None = None, log=None,
@@ -55,9 +75,9 @@ def run_demo(out: str | os.PathLike, *, config_path: str | os.PathLike | None = 
     from .run import run_pipeline
 
     out = Path(out)
-    inputs = out / "demo_input"
-    if len(list(inputs.glob("*.mp4"))) < len(DEMO_CLIPS):  # a run killed while writing them left a partial set
-        make_demo_clips(inputs)  # deterministic content: the clips (and so the sample ids) come out the same
+    inputs = out / "demo_input" / DEMO_CSV
+    if not inputs.exists():  # first run, or a run killed while writing them: (re)write the clips, then the CSV
+        write_demo_inputs(inputs.parent)
     config = load_config(config_path or demo_config_path())
     summary = run_pipeline(inputs, out, config, models="tiny", log=log, devices=devices)
     summary["report"] = str(write_report(out, title="sparkle-fast demo: the five stages on tiny random models",

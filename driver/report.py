@@ -1,5 +1,6 @@
 """An HTML report of a run (no server needed): per sample its intermediates side by side, each stage's decision,
-scores and reason, and where the time went.
+scores and reason, where the time went, and which implementation (reference / triton / cuda) each op a stage called
+ran on (the record's "backends", written by the runner).
 
     path = write_report("out/", title="sparkle-fast demo", note="The models are random ...")
 
@@ -63,21 +64,42 @@ def _media(path: Path | None, root: Path, caption: str) -> str:
     return f"<figure>{tag}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
+def backends_text(record) -> str:
+    """'control_video: triton, canny: triton' from a record's "backends" ({} or no record: '')."""
+    used = record.get("backends") if isinstance(record, dict) else None
+    return ", ".join(f"{op}: {backend}" for op, backend in sorted((used or {}).items()))
+
+
+def _stage_backends(manifest: Manifest, names: dict[int, str]) -> str:
+    """A table: per stage, every op it called over the run and the implementations they ran on."""
+    rows = []
+    for number in range(1, 6):
+        used: dict[str, set[str]] = {}
+        for result in manifest.results(number):
+            record = result.record if isinstance(result.record, dict) else {}
+            for op, backend in (record.get("backends") or {}).items():
+                used.setdefault(op, set()).update(str(backend).split("+"))
+        text = ", ".join(f"{op}: {'+'.join(sorted(b))}" for op, b in sorted(used.items())) or "no kernel op called"
+        rows.append(f"<tr><td>{number} {html.escape(names.get(number, ''))}</td><td>{html.escape(text)}</td></tr>")
+    return "<h2>Kernels</h2><table><tr><th>stage</th><th>op: implementation</th></tr>" + "".join(rows) + "</table>"
+
+
 def _stage_rows(manifest: Manifest, sample: str, names: dict[int, str]) -> str:
     rows = []
     for number in range(1, 6):
         result = manifest.result(sample, number)
         if result is None:
-            rows.append(f"<tr><td>{number} {names.get(number, '')}</td><td>not run</td>" + "<td></td>" * 3 + "</tr>")
+            rows.append(f"<tr><td>{number} {names.get(number, '')}</td><td>not run</td>" + "<td></td>" * 4 + "</tr>")
             continue
         timing = ", ".join(f"{k} {v:.2f}" for k, v in sorted((result.timing or {}).items()))
         score = "" if result.score is None else f"{result.score:.3f}"
         status = "kept" if result.status == "done" else result.status
         rows.append(f"<tr><td>{number} {names.get(number, '')}</td><td class=\"{result.status}\">{status}</td>"
                     f"<td>{score}</td><td>{html.escape(result.reason or '')}</td>"
-                    f"<td>{result.seconds or 0:.2f} s ({html.escape(timing)})</td></tr>")
-    return ("<table><tr><th>stage</th><th>decision</th><th>score</th><th>reason</th><th>seconds (split)</th></tr>"
-            + "".join(rows) + "</table>")
+                    f"<td>{result.seconds or 0:.2f} s ({html.escape(timing)})</td>"
+                    f"<td>{html.escape(backends_text(result.record))}</td></tr>")
+    return ("<table><tr><th>stage</th><th>decision</th><th>score</th><th>reason</th><th>seconds (split)</th>"
+            "<th>ops: implementation</th></tr>" + "".join(rows) + "</table>")
 
 
 def write_report(out_dir: str | os.PathLike, *, title: str = "sparkle-fast run", note: str = "") -> Path:
@@ -102,6 +124,7 @@ def write_report(out_dir: str | os.PathLike, *, title: str = "sparkle-fast run",
                      "<th>model s</th><th>kernel s</th><th>io s</th><th>model load s</th><th>other s</th>"
                      f"<th>total s</th></tr>{rows}</table><p>wall time {summary.get('wall_seconds', 0):.1f} s</p>")
     with Manifest(root / "manifest.sqlite") as manifest:
+        parts.append(_stage_backends(manifest, names))
         for sample in manifest.samples():
             panels = []
             for kind, caption in PANELS:

@@ -5,4 +5,5 @@ run(args) -> exit status. Import heavy libraries inside run(), not at module lev
 command module. To add a command, add its module name to COMMAND_MODULES.
 """
 
-COMMAND_MODULES = ("info", "vote_demo", "validate", "bait", "camera_motion", "run", "demo", "export_bench", "package", "plan", "eval")
+COMMAND_MODULES = ("info", "vote_demo", "validate", "bait", "camera_motion", "run", "demo", "export_bench", "package", "plan", "eval",
+                   "engines", "selftest")
