@@ -13,6 +13,12 @@
                   replaced from files; "" = the packaged ones)
     [engines]     how each per-frame network runs (ours; docs/ENGINES.md): sam3, vae, lineart = "torch" | "compile" |
                   "tensorrt" | "onnxruntime"; precision = "bf16" (TensorRT engines); cache_dir = "" (the default cache)
+    [scorer]      passes = 4 (EditScore passes averaged: Sparkle's, derived from its published records)
+    [i2v]         stage 3's Wan2.2 I2V: mode = "distilled" (Sparkle's 4-step LightX2V; needs the LoRAs) | "stock",
+                  steps, guidance (stock), shift, boundary, negative_prompt, seed, experts_distilled, lora_high/low
+    [control]     stage 5's Wan2.2 Fun-Control: mode = "stock" | "distilled", steps = 50, guidance = 6.0, shift = 5.0,
+                  boundary = 0.9 (VideoX-Fun's; Sparkle's are not published), negative_prompt, seed, start_image,
+                  reference_image, experts_distilled, lora_high/low
 
 An unknown section or key, or a value of the wrong type, is an error naming the file and the key: a typo must not
 silently leave a default in force. The resolved config is saved with the run and compared with the previous run's.
@@ -94,6 +100,51 @@ class RunConfig:
 
 
 @dataclass
+class ScorerSection:
+    # EditScore passes averaged per score. Sparkle's released records are reproduced exactly by 4 passes ("average
+    # _last", score range 25) and by no other count (tests/test_models_scorer.py); EditScore's own default is 1.
+    passes: int = 4
+
+
+@dataclass
+class I2VSection:
+    # Stage 3 (models/i2v.py). Sparkle: "a four-step distilled version [6]" (LightX2V) of Wan2.2-I2V-A14B.
+    # "distilled" needs the LightX2V LoRAs (lora_high/lora_low, else MODELS/wan22_i2v/lightx2v/) or
+    # experts_distilled = true; without them the run stops before any work. "stock": the undistilled schedule.
+    mode: str = "distilled"
+    steps: int = 40  # stock mode only (Wan2.2-I2V-A14B's own default); distilled: LightX2V's 4 sigmas
+    guidance: float = 3.5  # stock mode only (Wan2.2's default); distilled: 1 (no unconditional pass)
+    shift: float = 5.0
+    boundary: float = 0.9  # high-noise expert for t >= boundary * 1000
+    negative_prompt: str = ""
+    seed: int = -1  # -1: run.seed
+    experts_distilled: bool = False  # the folder's experts are distilled checkpoints (no LoRA needed)
+    lora_high: str = ""  # "" = the model folder's lightx2v/high_noise_model.safetensors
+    lora_low: str = ""
+    lora_scale: float = 1.0
+
+
+@dataclass
+class ControlSection:
+    # Stage 5 (models/control.py), Wan2.2-Fun-A14B-Control. Defaults: VideoX-Fun's example (Euler, 50 steps,
+    # guidance 6, shift 5, boundary 0.9); Sparkle's sampling settings are not published. The scheduler's shift is
+    # this value whatever scheduler config the model folder holds.
+    mode: str = "stock"  # "distilled": LightX2V 4-step schedule at guidance 1 (needs LoRAs as [i2v])
+    steps: int = 50
+    guidance: float = 6.0
+    shift: float = 5.0
+    boundary: float = 0.9
+    negative_prompt: str = ""
+    seed: int = -1  # -1: run.seed
+    start_image: bool = True  # the edited frame 0 as the start image (inpaint channels)
+    reference_image: bool = True  # ... and as the reference image through ref_conv (VideoX-Fun's ref example)
+    experts_distilled: bool = False
+    lora_high: str = ""  # "" = the model folder's lightx2v/ pair
+    lora_low: str = ""
+    lora_scale: float = 1.0
+
+
+@dataclass
 class RayConfig:
     """`sparkle-fast run --runner ray` (driver/ray_runner.py): one actor pool per stage."""
 
@@ -131,6 +182,9 @@ class PipelineConfig:
     run: RunConfig = field(default_factory=RunConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     engines: EnginesConfig = field(default_factory=EnginesConfig)
+    scorer: ScorerSection = field(default_factory=ScorerSection)
+    i2v: I2VSection = field(default_factory=I2VSection)
+    control: ControlSection = field(default_factory=ControlSection)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -254,6 +308,35 @@ def _check_engines(config: PipelineConfig) -> list[str]:
     return problems
 
 
+def _check_model_settings(config: PipelineConfig) -> list[str]:
+    """[scorer], [i2v], [control]: values the models cannot run with."""
+    problems = []
+    if config.scorer.passes < 1:
+        problems.append(f"scorer.passes must be >= 1, got {config.scorer.passes}")
+    for name in ("i2v", "control"):
+        section = getattr(config, name)
+        if section.mode not in ("distilled", "stock"):
+            problems.append(f"{name}.mode must be \"distilled\" or \"stock\", got {section.mode!r}")
+        if section.steps < 1 or section.guidance < 0 or section.shift <= 0 or not 0 < section.boundary < 1:
+            problems.append(f"{name}: steps must be >= 1, guidance >= 0, shift > 0 and 0 < boundary < 1")
+        if bool(section.lora_high) != bool(section.lora_low):
+            problems.append(f"{name}: set both lora_high and lora_low (one LoRA per expert) or neither")
+    return problems
+
+
+ABLATIONS = ("", "single-pass", "foreground-only", "copy-paste")
+
+
+def _check_engines(config: PipelineConfig) -> list[str]:
+    engines = config.engines
+    problems = [f"engines.{name} must be one of {', '.join(repr(c) for c in ENGINE_CHOICES)}, got {value!r}"
+                for name, value in (("sam3", engines.sam3), ("vae", engines.vae), ("lineart", engines.lineart))
+                if value not in ENGINE_CHOICES]
+    if engines.precision not in ENGINE_PRECISIONS:
+        problems.append(f"engines.precision must be one of {', '.join(ENGINE_PRECISIONS)}, got {engines.precision!r}")
+    return problems
+
+
 def check_config(config: PipelineConfig) -> None:
     """Values that are well-typed but meaningless."""
     problems = []
@@ -277,6 +360,7 @@ def check_config(config: PipelineConfig) -> None:
     if min(config.thresholds.camera_max_displacement_px, config.thresholds.camera_pair_displacement_px,
            config.thresholds.camera_reference_diagonal_px) < 0:
         problems.append("thresholds.camera_* must be >= 0")
+    problems += _check_model_settings(config)
     problems += _check_files(config)
     problems += _check_engines(config)
     if problems:

@@ -1,5 +1,6 @@
 """VideoX-Fun -> ours: a tiny Fun-Control checkpoint saved in VideoX-Fun's layout (original Wan key names,
-high_noise_model/ + low_noise_model/) converts back to the same weights, with the experts on the right names."""
+high_noise_model/ + low_noise_model/, ref_conv like Wan2.2-Fun-A14B-Control) converts back to the same weights, with
+the experts on the right names, and loads and generates with the reference image."""
 
 from __future__ import annotations
 
@@ -57,58 +58,81 @@ def write_videox_fun(root, high, low, extras=None):
 
 @pytest.fixture()
 def experts():
-    from sparkle_fast.models.tiny import tiny_wan_transformer
+    from sparkle_fast.models.tiny import tiny_wan_fun_control_transformer
 
-    return tiny_wan_transformer(52, seed=11), tiny_wan_transformer(52, seed=12)
+    return tiny_wan_fun_control_transformer(seed=11), tiny_wan_fun_control_transformer(seed=12)
 
 
-def test_round_trip_and_expert_naming(tmp_path, experts):
-    from diffusers import WanTransformer3DModel
-
+def test_round_trip_with_ref_conv_loads_and_generates(tmp_path, experts):
+    from sparkle_fast.models.control import WanFunControlTransformer3DModel
     from sparkle_fast.models.tiny import tiny_wan_i2v
 
     high, low = experts
+    assert high.ref_conv is not None
     write_videox_fun(tmp_path / "src", high, low)
-    tiny_wan_i2v(0).save_pretrained(tmp_path / "i2v")
+    tiny_wan_i2v(0).save_pretrained(tmp_path / "i2v")  # a diffusers Wan folder: vae, text encoder, UniPC scheduler
     dst = convert_videox_fun_checkpoint(tmp_path / "src", tmp_path / "dst", components_from=tmp_path / "i2v")
     for ours, original in (("transformer", high), ("transformer_2", low)):
-        model = WanTransformer3DModel.from_pretrained(dst / ours)
+        model = WanFunControlTransformer3DModel.from_pretrained(dst / ours)
         assert model.config.in_channels == 52 and model.config.num_attention_heads == 2
+        assert model.config.add_ref_conv and model.config.in_dim_ref_conv == 16
         got, want = model.state_dict(), original.state_dict()
-        assert set(got) == set(want)
+        assert set(got) == set(want) and "ref_conv.weight" in got
         assert all(torch.equal(got[k], want[k]) for k in want), ours
         x = torch.randn(1, 52, 2, 4, 4, generator=torch.Generator().manual_seed(0))
         text = torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(1))
+        ref = torch.randn(1, 16, 4, 4, generator=torch.Generator().manual_seed(2))
         with torch.no_grad():
             kwargs = dict(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=text,
-                          return_dict=False)
+                          ref_latents=ref, return_dict=False)
             torch.testing.assert_close(model(**kwargs)[0], original(**kwargs)[0])
     marker = json.loads((dst / "fun_control.json").read_text())
     assert marker["high_noise_expert"] == "transformer" and marker["converted_from"]["transformer"] == \
-        "high_noise_model" and marker["boundary_ratio"] == 0.9
+        "high_noise_model" and marker["boundary_ratio"] == 0.9 and marker["ref_conv"] is True
+    assert not (dst / "scheduler").exists()  # the loader builds Euler with shift 5
 
-    # The converted folder loads as the control slot and runs.
+    # The converted folder loads as the control slot and generates, with the edited frame as reference image. A
+    # scheduler config left in the folder (here Euler with shift 1, what a diffusers Wan config loads as) is not
+    # what runs: Euler with shift 5.
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
     from sparkle_fast.models.control import FunControlConfig, FunControlGenerator
 
+    FlowMatchEulerDiscreteScheduler(shift=1.0).save_pretrained(dst / "scheduler")
     gen = FunControlGenerator.from_pretrained(dst, device="cpu", config=FunControlConfig(
         num_frames=5, height=32, width=32, num_inference_steps=2, guidance_scale=1.0, max_sequence_length=16))
+    assert gen.pipeline.accepts_reference and gen.pipeline.scheduler.config.shift == 5.0
+    want = FlowMatchEulerDiscreteScheduler(shift=5.0)
+    want.set_timesteps(2)
+    gen.pipeline.scheduler.set_timesteps(2)
+    assert torch.equal(gen.pipeline.scheduler.timesteps, want.timesteps)
+    references = []
+    gen.pipeline.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: references.append(kwargs.get("ref_latents")), with_kwargs=True)
     rng = np.random.default_rng(0)
     out = gen.generate(rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8),
                        rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "a dog runs")
-    assert out.shape == (5, 32, 32, 3)
+    assert out.shape == (5, 32, 32, 3) and out.dtype == np.uint8
+    assert references and references[0].shape == (1, 16, 4, 4) and references[0].abs().sum() > 0
+    assert gen.settings()["reference_image"] is True
 
 
-def test_videox_fun_extras_are_kept_and_refused_at_load(tmp_path, experts):
+def test_camera_adapter_refused_and_old_conversions_named(tmp_path, experts):
     from sparkle_fast.models.control import load_fun_control
-    from sparkle_fast.models.tiny import tiny_wan_i2v
+    from sparkle_fast.models.slots import ModelLoadError
+    from sparkle_fast.models.tiny import save_tiny_video_models
 
-    extras = {"ref_conv.weight": torch.randn(24, 16, 2, 2), "ref_conv.bias": torch.randn(24)}
-    write_videox_fun(tmp_path / "src", *experts, extras=extras)
-    tiny_wan_i2v(0).save_pretrained(tmp_path / "i2v")
-    dst = convert_videox_fun_checkpoint(tmp_path / "src", tmp_path / "dst", components_from=tmp_path / "i2v")
-    assert (dst / "transformer" / "videox_fun_extras.safetensors").is_file()
-    with pytest.raises(NotImplementedError, match="ref_conv"):
-        load_fun_control(dst)
+    write_videox_fun(tmp_path / "src", *experts, extras={"control_adapter.conv.weight": torch.zeros(24, 24, 2, 2)})
+    with pytest.raises(ConversionError, match="camera-control adapter"):
+        convert_videox_fun_checkpoint(tmp_path / "src", tmp_path / "dst")
+    # A folder converted before ref_conv was supported names the fix instead of running without ref_conv.
+    root = save_tiny_video_models(tmp_path / "models")
+    marker_path = root / "wan22_fun_control" / "fun_control.json"
+    marker = json.loads(marker_path.read_text())
+    marker["videox_fun_extras"] = {"transformer": ["ref_conv.bias", "ref_conv.weight"]}
+    marker_path.write_text(json.dumps(marker))
+    with pytest.raises(ModelLoadError, match="convert the VideoX-Fun checkpoint again"):
+        load_fun_control(root / "wan22_fun_control")
 
 
 def test_errors_name_the_problem(tmp_path, experts):
@@ -122,6 +146,6 @@ def test_errors_name_the_problem(tmp_path, experts):
     from sparkle_fast.models.tiny import tiny_wan_transformer
 
     i2v_expert = tiny_wan_transformer(36)
-    write_videox_fun(tmp_path / "i2v_src", i2v_expert, i2v_expert)
+    write_videox_fun(tmp_path / "i2v_src", i2v_expert, i2v_expert)  # no ref_conv, 36 channels
     with pytest.raises(ConversionError, match="in_channels 36, expected 52"):
         convert_videox_fun_checkpoint(tmp_path / "i2v_src", tmp_path / "dst2")

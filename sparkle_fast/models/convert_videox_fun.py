@@ -7,11 +7,14 @@ VideoX-Fun's layout (its config/wan2.2/wan_civitai_i2v.yaml):
 Its weights use the original Wan key names (blocks.N.self_attn.q, ffn.0, modulation, head.head, ...).
 
 Ours (the "control" slot):
-  DST/transformer/        diffusers WanTransformer3DModel = the HIGH-noise expert (from high_noise_model/)
+  DST/transformer/        our WanFunControlTransformer3DModel (diffusers' WanTransformer3DModel + VideoX-Fun's
+                          ref_conv) = the HIGH-noise expert (from high_noise_model/)
   DST/transformer_2/      the LOW-noise expert (from low_noise_model/)
-  DST/vae/, text_encoder/, tokenizer/, scheduler/   copied from a diffusers Wan2.2 folder (--components-from, e.g.
-                          the Wan2.2-I2V-A14B-Diffusers folder of the i2v slot: the same Wan2.1 VAE and UMT5-XXL)
-  DST/fun_control.json    marker: boundary ratio, expert naming, channel layout, the source
+  DST/vae/, text_encoder/, tokenizer/   copied from a diffusers Wan2.2 folder (--components-from, e.g. the
+                          Wan2.2-I2V-A14B-Diffusers folder of the i2v slot: the same Wan2.1 VAE and UMT5-XXL)
+  DST/fun_control.json    marker: boundary ratio, expert naming, channel layout, ref_conv, the source
+No scheduler is copied: the loader builds FlowMatchEulerDiscreteScheduler with the run's shift (5), because a
+diffusers Wan folder's scheduler config (UniPC with flow_shift) loads as Euler with shift 1.
 
 Expert naming is reversed between the two: VideoX-Fun's pipeline calls its high-noise expert `transformer_2`;
 diffusers (and we) call it `transformer`. We map by the folder names (high_noise_model -> transformer), never by
@@ -19,10 +22,9 @@ VideoX-Fun's attribute names.
 
 Keys are renamed with diffusers' own converter (loaders.single_file_utils.convert_wan_transformer_to_diffusers);
 the diffusers config is inferred from the tensor shapes (channels, width, FFN, layers, text and frequency dims) plus
-num_heads / eps from config.json. Keys diffusers' transformer has no module for (VideoX-Fun's ref_conv for
-reference-image control, control_adapter for camera control) are written to videox_fun_extras.safetensors next to
-the expert and listed in the marker; loading such a folder fails with a clear error, because the model would run
-without a part it was trained with.
+num_heads / eps from config.json. VideoX-Fun's `ref_conv` (the reference-image input of Wan2.2-Fun-A14B-Control,
+a Conv2d from 16 latent channels to the width) keeps its name and sets add_ref_conv / in_dim_ref_conv from its
+shape. `control_adapter` (VideoX-Fun's camera-control input) is refused: Fun-Control-Camera is another model.
 
     python -m sparkle_fast.models.convert_videox_fun SRC DST --components-from WAN22_I2V_DIFFUSERS_DIR
 """
@@ -38,8 +40,8 @@ from pathlib import Path
 import torch
 
 EXPERT_FOLDERS = {"transformer": "high_noise_model", "transformer_2": "low_noise_model"}
-EXTRA_PREFIXES = ("ref_conv.", "control_adapter.")
-EXTRAS_FILE = "videox_fun_extras.safetensors"
+REF_CONV_PREFIX = "ref_conv."
+REFUSED_PREFIXES = ("control_adapter.",)
 
 
 class ConversionError(ValueError):
@@ -59,10 +61,14 @@ def load_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def split_extras(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
-    """(transformer keys, VideoX-Fun-only keys: ref_conv.*, control_adapter.*)."""
-    extras = {k: v for k, v in state.items() if k.startswith(EXTRA_PREFIXES)}
-    return {k: v for k, v in state.items() if k not in extras}, extras
+def split_ref_conv(state: dict[str, torch.Tensor], where: str = "") -> tuple[dict, dict]:
+    """(transformer keys, ref_conv.* keys). ConversionError for modules of another model (control_adapter.*)."""
+    refused = sorted(k for k in state if k.startswith(REFUSED_PREFIXES))
+    if refused:
+        raise ConversionError(f"{where}: holds {refused[:3]} (VideoX-Fun's camera-control adapter): this is a "
+                              f"Fun-Control-Camera checkpoint, not Wan2.2-Fun-A14B-Control")
+    ref = {k: v for k, v in state.items() if k.startswith(REF_CONV_PREFIX)}
+    return {k: v for k, v in state.items() if k not in ref}, ref
 
 
 def diffusers_config(original_state: dict[str, torch.Tensor], videox_config: dict, where: str = "") -> dict:
@@ -97,9 +103,11 @@ def diffusers_config(original_state: dict[str, torch.Tensor], videox_config: dic
 
 
 def convert_expert(folder: Path):
-    """(WanTransformer3DModel with the converted weights, extras dict) for one VideoX-Fun expert folder."""
-    from diffusers import WanTransformer3DModel
+    """Our WanFunControlTransformer3DModel with the converted weights (ref_conv included when the checkpoint has
+    it) for one VideoX-Fun expert folder."""
     from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    from sparkle_fast.models.control import WanFunControlTransformer3DModel
 
     if not folder.is_dir():
         raise ConversionError(f"{folder}: missing expert folder (VideoX-Fun keeps each expert in "
@@ -109,59 +117,60 @@ def convert_expert(folder: Path):
         videox_config = json.loads(config_path.read_text())
     except (OSError, ValueError) as exc:
         raise ConversionError(f"{config_path}: missing or not JSON ({exc})") from exc
-    state, extras = split_extras(load_safetensors_folder(folder))
-    state = {k.removeprefix("model.diffusion_model."): v for k, v in state.items()}
+    state = {k.removeprefix("model.diffusion_model."): v for k, v in load_safetensors_folder(folder).items()}
+    state, ref = split_ref_conv(state, where=str(folder))
     config = diffusers_config(state, videox_config, where=str(folder))
+    if ref:
+        weight = ref.get(REF_CONV_PREFIX + "weight")
+        if weight is None or weight.ndim != 4 or weight.shape[0] != config["num_attention_heads"] * \
+                config["attention_head_dim"] or tuple(weight.shape[2:]) != config["patch_size"][1:]:
+            raise ConversionError(f"{folder}: ref_conv.weight {None if weight is None else tuple(weight.shape)} "
+                                  f"does not fit a ref_conv of this model (width x in_dim x patch)")
+        config.update(add_ref_conv=True, in_dim_ref_conv=int(weight.shape[1]))
     converted = convert_wan_transformer_to_diffusers(dict(state))
+    converted.update(ref)  # same names in our model
     with torch.device("meta"):
-        model = WanTransformer3DModel(**config)
+        model = WanFunControlTransformer3DModel(**config)
     missing, unexpected = model.load_state_dict(converted, strict=False, assign=True)
     if missing or unexpected:
         raise ConversionError(f"{folder}: weights do not fit the inferred config: missing {sorted(missing)[:8]}, "
                               f"unexpected {sorted(unexpected)[:8]}")
     # Buffers (rope tables) are not in the checkpoint: rebuild them on the host.
     model.rope = type(model.rope)(config["attention_head_dim"], config["patch_size"], model.rope.max_seq_len)
-    return model.eval(), extras
+    return model.eval()
 
 
 def convert_videox_fun_checkpoint(src, dst, *, components_from=None, boundary_ratio: float = 0.9,
                                   dtype: torch.dtype | None = None) -> Path:
     """Convert SRC (VideoX-Fun layout) into DST (our control slot); returns DST. See the module docstring."""
-    from safetensors.torch import save_file
-
-    from sparkle_fast.models.control import CHANNEL_LAYOUT, FUN_CONTROL_IN_CHANNELS, FUN_CONTROL_MARKER
+    from sparkle_fast.models.control import FUN_CONTROL_IN_CHANNELS, FUN_CONTROL_MARKER, fun_control_marker
 
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise ConversionError(f"{src}: no such folder (the VideoX-Fun checkpoint)")
     dst.mkdir(parents=True, exist_ok=True)
-    extras_listed = {}
+    ref_conv = {}
     for ours, theirs in EXPERT_FOLDERS.items():
-        model, extras = convert_expert(src / theirs)
+        model = convert_expert(src / theirs)
         if model.config.in_channels != FUN_CONTROL_IN_CHANNELS:
             raise ConversionError(f"{src / theirs}: in_channels {model.config.in_channels}, expected "
                                   f"{FUN_CONTROL_IN_CHANNELS} for Fun-Control (is this a Fun-Control checkpoint?)")
+        ref_conv[ours] = model.ref_conv is not None
         if dtype is not None:
             model = model.to(dtype)
         model.save_pretrained(dst / ours)
-        if extras:
-            save_file({k: v.contiguous() for k, v in extras.items()}, str(dst / ours / EXTRAS_FILE))
-            extras_listed[ours] = sorted(extras)
+    if len(set(ref_conv.values())) != 1:
+        raise ConversionError(f"{src}: one expert has ref_conv and the other not ({ref_conv})")
     if components_from is not None:
         components_from = Path(components_from)
-        for name in ("vae", "text_encoder", "tokenizer", "scheduler"):
+        for name in ("vae", "text_encoder", "tokenizer"):
             source = components_from / name
             if not source.is_dir():
-                if name == "scheduler":
-                    continue
                 raise ConversionError(f"{source}: missing (--components-from must be a diffusers Wan2.2 folder "
                                       f"with vae/, text_encoder/, tokenizer/)")
             shutil.copytree(source, dst / name, dirs_exist_ok=True)
-    marker = {"format": "sparkle-fast Wan2.2 Fun-Control", "boundary_ratio": boundary_ratio,
-              "high_noise_expert": "transformer", "low_noise_expert": "transformer_2",
-              "channel_layout": [list(item) for item in CHANNEL_LAYOUT], "source": str(src),
-              "converted_from": {ours: theirs for ours, theirs in EXPERT_FOLDERS.items()},
-              "videox_fun_extras": extras_listed}
+    marker = fun_control_marker(boundary_ratio, ref_conv["transformer"], str(src),
+                                converted_from={ours: theirs for ours, theirs in EXPERT_FOLDERS.items()})
     (dst / FUN_CONTROL_MARKER).write_text(json.dumps(marker, indent=2))
     return dst
 
@@ -172,7 +181,7 @@ def main(argv=None) -> int:
     parser.add_argument("src", type=Path, help="VideoX-Fun folder with high_noise_model/ and low_noise_model/")
     parser.add_argument("dst", type=Path, help="output folder (e.g. MODELS/wan22_fun_control)")
     parser.add_argument("--components-from", type=Path, default=None,
-                        help="diffusers Wan2.2 folder to copy vae/, text_encoder/, tokenizer/, scheduler/ from")
+                        help="diffusers Wan2.2 folder to copy vae/, text_encoder/, tokenizer/ from")
     parser.add_argument("--boundary-ratio", type=float, default=0.9)
     parser.add_argument("--bf16", action="store_true", help="store the experts in bfloat16")
     args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ residency (only one 14B expert on the GPU at a time).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ import torch
 from PIL import Image
 
 from sparkle_fast.models.base import TaskResult, free_memory, pick_device, pick_dtype, to_pil
-from sparkle_fast.models.slots import ModelFolderError, check_model_folder
+from sparkle_fast.models.slots import ModelFolderError, ModelLoadError, check_model_folder
 
 LIGHTX2V_SIGMAS = (1.0, 0.75, 0.5, 0.25)
 LIGHTX2V_SHIFT = 5.0
@@ -256,22 +257,82 @@ def frames_to_uint8(frames) -> np.ndarray:
 # The stage-3 generator
 # ----------------------------------------------------------------------------------------------------------------
 
-def fuse_folder_loras(pipeline, folder: Path, lora_high=None, lora_low=None, scale: float = 1.0) -> None:
-    """Fuse the 4-step LoRAs into both experts: the ones given, else the model folder's lightx2v/ pair if it has
-    one, else none (the experts are then taken to be distilled checkpoints)."""
-    if lora_high is None and lora_low is None and (folder / "lightx2v").is_dir():
+def distillation_loras(folder: Path, lora_high=None, lora_low=None) -> tuple | None:
+    """The 4-step LoRAs to fuse: the ones given (paths or state dicts), else the model folder's lightx2v/ pair if it
+    has one, else None. ValueError when only one of the two is given; FileNotFoundError for a named file missing."""
+    if not lora_high and not lora_low and (folder / "lightx2v").is_dir():
         lora_high, lora_low = folder / "lightx2v" / LIGHTX2V_HIGH_FILE, folder / "lightx2v" / LIGHTX2V_LOW_FILE
-    if (lora_high is None) != (lora_low is None):
+    if bool(lora_high) != bool(lora_low):
         raise ValueError("pass both lora_high and lora_low (one LoRA per expert) or neither")
-    if lora_high is not None:
-        fuse_lightx2v_loras(pipeline, lora_high, lora_low, scale=scale)
+    if not lora_high:
+        return None
+    for lora in (lora_high, lora_low):
+        if not isinstance(lora, Mapping) and not Path(lora).is_file():
+            raise FileNotFoundError(f"LightX2V LoRA {lora}: no such file (one .safetensors LoRA per expert: "
+                                    f"{LIGHTX2V_HIGH_FILE}, {LIGHTX2V_LOW_FILE})")
+    return lora_high, lora_low
+
+
+def distillation_problem(slot: str, folder: Path, config: WanSamplingConfig) -> str | None:
+    """Why the distilled schedule cannot run from `folder` with `config` (None when it can, or in stock mode): the
+    LightX2V 4-step schedule on undistilled experts silently gives blurred videos, so it needs the LoRAs (given or
+    in folder/lightx2v/) or experts declared distilled (config.experts_distilled)."""
+    if not config.distilled:
+        return None
+    try:
+        loras = distillation_loras(folder, config.lora_high or None, config.lora_low or None)
+    except (ValueError, FileNotFoundError) as exc:
+        return f"[{slot}] {exc}"
+    if loras is None and not config.experts_distilled:
+        return (f"[{slot}] {folder}: mode 'distilled' runs the LightX2V 4-step schedule, which needs the distillation "
+                f"LoRAs: none given and no {folder / 'lightx2v'}/{{{LIGHTX2V_HIGH_FILE},{LIGHTX2V_LOW_FILE}}}. Add "
+                f"them (or set lora_high/lora_low), set experts_distilled = true if the experts are distilled "
+                f"checkpoints, or set mode = \"stock\" for the undistilled schedule")
+    return None
+
+
+def fuse_distillation(pipeline, slot: str, folder: Path, config: WanSamplingConfig) -> tuple | None:
+    """In distilled mode: fuse the 4-step LoRAs (distillation_loras) into both experts and return them; raise
+    ModelLoadError (distillation_problem's message) when there are none and the experts are not declared distilled.
+    In stock mode: nothing (a folder's lightx2v/ LoRAs are not fused: they belong to the 4-step schedule)."""
+    if not config.distilled:
+        return None
+    problem = distillation_problem(slot, folder, config)
+    if problem:
+        raise ModelLoadError(problem)
+    loras = distillation_loras(folder, config.lora_high or None, config.lora_low or None)
+    if loras is not None:
+        fuse_lightx2v_loras(pipeline, *loras, scale=config.lora_scale)
+    return loras
+
+
+def scheduler_with_shift(scheduler, shift: float):
+    """The same scheduler class and config with its flow shift set to `shift` ("shift" of FlowMatchEuler,
+    "flow_shift" of UniPC / DPM with flow sigmas); dynamic shifting off. ValueError for a scheduler without one."""
+    config = dict(scheduler.config)
+    if "shift" in config:
+        overrides = {"shift": float(shift)}
+        if "use_dynamic_shifting" in config:
+            overrides["use_dynamic_shifting"] = False
+    elif "flow_shift" in config:
+        overrides = {"flow_shift": float(shift)}
+    else:
+        raise ValueError(f"scheduler {type(scheduler).__name__} has no flow shift to set")
+    return type(scheduler).from_config(config, **overrides)
+
+
+def scheduler_shift(scheduler) -> float | None:
+    """The flow shift a scheduler will use (pinned, Euler or UniPC-style), or None."""
+    config = scheduler.config
+    return config.get("shift", config.get("flow_shift"))
 
 
 @dataclass(frozen=True)
 class WanSamplingConfig:
     """Settings shared by the Wan generators (stage 3's I2V, stage 5's Fun-Control). distilled=True: the LightX2V
-    4-step schedule (`sigmas`, `shift`) at guidance 1; False: the stock scheduler with num_inference_steps and
-    guidance_scale (the undistilled models' settings)."""
+    4-step schedule (`sigmas`, `shift`) at guidance 1, which needs the distillation LoRAs (lora_high/lora_low, else
+    the folder's lightx2v/ pair) or experts_distilled; False: the stock schedule with num_inference_steps,
+    guidance_scale and `shift` (the undistilled models' settings)."""
 
     num_frames: int = 81
     height: int = 720
@@ -287,48 +348,150 @@ class WanSamplingConfig:
     seed: int = 0
     sigmas: tuple[float, ...] = LIGHTX2V_SIGMAS
     shift: float = LIGHTX2V_SHIFT
+    experts_distilled: bool = False
+    lora_high: str = ""
+    lora_low: str = ""
+    lora_scale: float = 1.0
     speed: SpeedOptions = field(default_factory=SpeedOptions)
+
+
+def settings_from_section(section, base: WanSamplingConfig, run_seed: int = 0) -> WanSamplingConfig:
+    """`base` with the run config's [i2v] / [control] section applied: mode ("distilled" | "stock"), steps,
+    guidance (stock mode), shift, boundary, negative_prompt, seed (-1: the run's seed), experts_distilled,
+    lora_high, lora_low, lora_scale."""
+    if section.mode not in ("distilled", "stock"):
+        raise ValueError(f"mode must be 'distilled' or 'stock', got {section.mode!r}")
+    return dataclasses.replace(
+        base, distilled=section.mode == "distilled", num_inference_steps=int(section.steps),
+        guidance_scale=float(section.guidance), shift=float(section.shift), boundary_ratio=float(section.boundary),
+        negative_prompt=str(section.negative_prompt), seed=int(section.seed) if section.seed >= 0 else int(run_seed),
+        experts_distilled=bool(section.experts_distilled), lora_high=str(section.lora_high),
+        lora_low=str(section.lora_low), lora_scale=float(section.lora_scale))
+
+
+def sampling_settings(config: WanSamplingConfig, loras=None) -> dict:
+    """What a generation runs with, for the stage's record: the effective steps and guidance of the mode."""
+    distilled = config.distilled
+    return {"mode": "distilled" if distilled else "stock",
+            "steps": len(config.sigmas) if distilled else config.num_inference_steps,
+            "guidance": 1.0 if distilled else config.guidance_scale, "shift": config.shift,
+            "sigmas": list(config.sigmas) if distilled else None, "boundary": config.boundary_ratio,
+            "negative_prompt": config.negative_prompt, "seed": config.seed,
+            "distillation": ([str(p) if not isinstance(p, Mapping) else "<state dict>" for p in loras] if loras
+                             else "experts_distilled" if distilled and config.experts_distilled
+                             else "tiny stand-in" if distilled else None)}
+
+
+class WanGeneratorSetup:
+    """What both Wan generators share: applying sampling settings (scheduler, boundary, the distillation LoRAs)
+    once, eagerly when a config is given at load, else at use_run_config or the first generate."""
+
+    SLOT = "i2v"
+    SECTION = "i2v"
+
+    def _init_setup(self, folder: Path | None) -> None:
+        self.folder = folder  # None: tiny stand-in experts (the distilled schedule needs no LoRA)
+        self.loras: tuple | None = None
+        self.setup_error: str | None = None
+        self._ready = False
+
+    def _apply(self, config: WanSamplingConfig) -> None:
+        """Fuse the distillation LoRAs if the mode needs them and set the scheduler and boundary; ModelLoadError
+        when the folder cannot run `config`'s mode."""
+        if self.folder is not None:
+            if config.distilled and self.loras is None:
+                self.loras = fuse_distillation(self.pipeline, self.SLOT, self.folder, config)
+            elif not config.distilled and self.loras is not None:
+                raise ModelLoadError(f"[{self.SLOT}] {self.folder}: the distillation LoRAs are already fused into the "
+                                     f"experts, so the stock schedule cannot run; load the model again")
+        configure_wan_pipeline(self.pipeline, config.boundary_ratio, config.distilled, config.sigmas, config.shift)
+        self.config = config
+        self._ready = True
+
+    def _section_config(self, section, run_config) -> WanSamplingConfig:
+        return settings_from_section(section, self.config, run_config.run.seed)
+
+    def use_run_config(self, run_config) -> None:
+        """Take the run config's [i2v] / [control] sampling settings. Never raises: a setting that cannot be applied
+        (e.g. distilled mode without LoRAs) is kept in setup_error and every generate fails with it, so the stage
+        records the reason per sample."""
+        section = getattr(run_config, self.SECTION, None)
+        if section is None:
+            return
+        try:
+            self._apply(self._section_config(section, run_config))
+            self.setup_error = None
+            from sparkle_fast.engines.plug import use_run_config_engines  # [engines] vae: how the VAE decodes
+
+            use_run_config_engines(self, run_config)
+        except Exception as exc:  # noqa: BLE001 - recorded per sample by try_generate
+            self.setup_error = f"{type(exc).__name__}: {exc}"
+
+    def _ensure_ready(self) -> None:
+        if self.setup_error:
+            raise ModelLoadError(f"[{self.SLOT}] the run's [{self.SECTION}] settings could not be applied: "
+                                 f"{self.setup_error}")
+        if not self._ready:
+            self._apply(self.config)
+
+    def settings(self) -> dict:
+        """The sampling settings in force, for the stage's record."""
+        return sampling_settings(self.config, self.loras)
 
 
 @dataclass(frozen=True)
 class I2VConfig(WanSamplingConfig):
-    """Stage 3's background video: 4-step distilled Wan2.2-I2V by default (WanSamplingConfig's defaults)."""
+    """Stage 3's background video: 4-step distilled Wan2.2-I2V by default (WanSamplingConfig's defaults; Sparkle
+    "employ[s] a four-step distilled version [6]", i.e. LightX2V). Stock mode: Wan2.2-I2V-A14B's own 40 steps,
+    guidance 3.5, shift 5 (the run config's [i2v] section)."""
 
 
-class WanI2VGenerator:
+class WanI2VGenerator(WanGeneratorSetup):
     """generate(image, prompt) -> uint8 (T, H, W, 3) on a two-expert WanImageToVideoPipeline."""
 
-    def __init__(self, pipeline, config: I2VConfig | None = None, *, device=None):
+    def __init__(self, pipeline, config: I2VConfig | None = None, *, device=None, folder: Path | None = None):
         self.config = config or I2VConfig()
         self.pipeline = pipeline
         self.device = pick_device(device) if device is not None else pipeline.device
         self._swapper = None
-        configure_wan_pipeline(pipeline, self.config.boundary_ratio, self.config.distilled, self.config.sigmas,
-                               self.config.shift)
+        self._init_setup(folder)
+        if folder is None:
+            self._apply(self.config)
 
     @classmethod
     def from_pretrained(cls, folder, *, device=None, dtype=None, config: I2VConfig | None = None,
-                        lora_high=None, lora_low=None, lora_scale: float = 1.0):
+                        lora_high=None, lora_low=None, lora_scale: float | None = None):
         """Load the i2v slot folder (checked first: ModelFolderError names the slot and the missing file).
 
-        LoRAs: explicit lora_high/lora_low, else folder/lightx2v/{high,low}_noise_model.safetensors when present,
-        else none (the transformers are then assumed to be distilled checkpoints when config.distilled).
+        With a config (or LoRAs) the settings are applied now: distilled mode fuses the LoRAs (explicit
+        lora_high/lora_low, else config.lora_high/low, else folder/lightx2v/) and raises ModelLoadError without
+        them unless config.experts_distilled. Without one they are applied by use_run_config (the stages) or the
+        first generate. Other load failures are ModelLoadError naming the folder.
         """
         from diffusers import WanImageToVideoPipeline
 
         folder = check_model_folder("i2v", folder)
+        eager = config is not None or lora_high is not None or lora_low is not None
         config = config or I2VConfig()
+        if lora_high is not None or lora_low is not None or lora_scale is not None:
+            config = dataclasses.replace(config, lora_high=str(lora_high or ""), lora_low=str(lora_low or ""),
+                                         lora_scale=config.lora_scale if lora_scale is None else lora_scale)
         device = pick_device(device)
-        pipeline = WanImageToVideoPipeline.from_pretrained(folder, dtype=pick_dtype(device, dtype))
+        try:
+            pipeline = WanImageToVideoPipeline.from_pretrained(folder, dtype=pick_dtype(device, dtype))
+        except Exception as exc:  # noqa: BLE001 - named, with the folder, for the stage's failure record
+            raise ModelLoadError(f"[i2v] {folder}: could not load Wan2.2 I2V: {type(exc).__name__}: {exc}") from exc
         pipeline.set_progress_bar_config(disable=True)
-        fuse_folder_loras(pipeline, folder, lora_high, lora_low, lora_scale)
-        generator = cls(pipeline, config, device=device)
+        generator = cls(pipeline, config, device=device, folder=folder)
+        if eager:
+            generator._apply(config)
         generator._swapper = apply_speed_options(pipeline, config.speed, device)
         return generator
 
     @classmethod
     def tiny(cls, *, seed: int = 0, config: I2VConfig | None = None):
-        """Tiny random two-expert pipeline (tiny.tiny_wan_i2v) at 9 frames of 32x32 unless config says otherwise."""
+        """Tiny random two-expert pipeline (tiny.tiny_wan_i2v) at 9 frames of 32x32 unless config says otherwise;
+        its random experts stand in for distilled ones (no LoRA needed)."""
         from sparkle_fast.models.tiny import tiny_wan_i2v
 
         pipeline = tiny_wan_i2v(seed)
@@ -346,7 +509,9 @@ class WanI2VGenerator:
     def generate(self, image, prompt: str, *, seed: int | None = None, num_frames: int | None = None,
                  height: int | None = None, width: int | None = None) -> np.ndarray:
         """The background video, uint8 RGB (T, H, W, 3). `image`: PIL or uint8 (H, W, 3), the video's size (or
-        config.resize_inputs). Raises ValueError for bad geometry, a wrong-size image or a too-long prompt."""
+        config.resize_inputs). Raises ValueError for bad geometry, a wrong-size image or a too-long prompt, and
+        ModelLoadError when the settings cannot run (distilled mode without its LoRAs)."""
+        self._ensure_ready()
         cfg = self.config
         num_frames, height, width = num_frames or cfg.num_frames, height or cfg.height, width or cfg.width
         check_video_geometry(num_frames, height, width)
@@ -377,16 +542,25 @@ class WanI2VGenerator:
 
 def configure_wan_pipeline(pipeline, boundary_ratio: float, distilled: bool, sigmas=LIGHTX2V_SIGMAS,
                            shift: float = LIGHTX2V_SHIFT) -> None:
-    """Set the expert boundary and, for distilled weights, the pinned-sigma scheduler on a Wan pipeline."""
+    """Set the expert boundary and the scheduler on a Wan pipeline: for distilled weights the pinned-sigma
+    scheduler; otherwise the pipeline's own scheduler with its flow shift set to `shift` (whatever its config held)."""
     if getattr(pipeline, "transformer_2", None) is None:
         raise ValueError("a Wan2.2 A14B pipeline needs both experts: transformer (high noise) and transformer_2 "
                          "(low noise); transformer_2 is missing")
     pipeline.register_to_config(boundary_ratio=boundary_ratio)
+    num_train = pipeline.scheduler.config.get("num_train_timesteps", 1000)
     if distilled:
-        num_train = pipeline.scheduler.config.get("num_train_timesteps", 1000)
         pipeline.scheduler = pinned_sigmas_scheduler(sigmas, shift, num_train)
+    elif getattr(pipeline.scheduler, "pinned_sigmas", None):
+        # Back from a distilled setting: the stock Euler schedule with the configured shift.
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        pipeline.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=num_train, shift=shift)
+    else:
+        pipeline.scheduler = scheduler_with_shift(pipeline.scheduler, shift)
 
 
-__all__ = ["I2VConfig", "LIGHTX2V_SIGMAS", "LIGHTX2V_TIMESTEPS", "ModelFolderError", "SpeedOptions",
-           "WanI2VGenerator", "apply_speed_options", "expert_for_timestep", "fuse_lightx2v_loras",
-           "pinned_sigmas_scheduler"]
+__all__ = ["I2VConfig", "LIGHTX2V_SIGMAS", "LIGHTX2V_TIMESTEPS", "ModelFolderError", "ModelLoadError", "SpeedOptions",
+           "WanI2VGenerator", "WanSamplingConfig", "apply_speed_options", "distillation_problem",
+           "expert_for_timestep", "fuse_distillation", "fuse_lightx2v_loras", "pinned_sigmas_scheduler",
+           "scheduler_with_shift"]

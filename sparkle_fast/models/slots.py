@@ -32,6 +32,61 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+class ModelLoadError(RuntimeError):
+    """A model whose folder passed the file check but which cannot be loaded or set up as configured (weights that
+    do not fit, an old conversion, the distilled schedule without its LoRAs ...). The message names the slot, the
+    folder and what to do."""
+
+
+class UnloadedModel:
+    """Stands in for a slot whose model failed to load: every task method returns a failed TaskResult carrying the
+    load error, so the stage records it as each sample's failure reason and the run goes on (the runner retries on
+    a later run). `reason` names the slot, the folder and the error."""
+
+    def __init__(self, slot: str, folder, error: BaseException):
+        message = str(error)
+        self.reason = message if message.startswith(f"[{slot}]") else \
+            f"[{slot}] {folder}: the model could not be loaded: {type(error).__name__}: {message}"
+        self.slot, self.folder, self.error = slot, folder, error
+
+    def release(self) -> None:
+        return None
+
+    def use_run_config(self, run_config) -> None:
+        return None
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def failed(*args, **kwargs):
+            from sparkle_fast.models.base import TaskResult
+
+            return TaskResult(ok=False, reason=self.reason)
+
+        return failed
+
+
+def model_settings(model) -> dict | None:
+    """The sampling settings a loaded model reports (its settings() dict) for a stage's record, or None."""
+    if isinstance(model, UnloadedModel) or not callable(getattr(model, "settings", None)):
+        return None
+    settings = model.settings()
+    return settings if isinstance(settings, dict) else None
+
+
+def load_or_stand_in(slot: str, folder, load: Callable):
+    """load(folder), or an UnloadedModel carrying the error (printed with its traceback for the log) when loading
+    fails, so that one stage's unloadable model fails that stage's samples with the reason instead of the run."""
+    import traceback
+
+    try:
+        return load(folder)
+    except Exception as exc:  # noqa: BLE001 - recorded per sample by the stage
+        traceback.print_exc()
+        return UnloadedModel(slot, folder, exc)
+
+
 class ModelFolderError(FileNotFoundError):
     """A model folder that is missing, incomplete or holds another model. `problems` lists one line per issue,
     each naming the slot and the path."""

@@ -268,8 +268,23 @@ def tiny_wan_i2v(seed: int = 0):
                                    image_encoder=None, image_processor=None, boundary_ratio=0.9)
 
 
-def tiny_wan_fun_control(seed: int = 0):
-    """Our WanFunControlPipeline (models/control.py) with two tiny 52-channel experts."""
+def tiny_wan_fun_control_transformer(seed: int = 0, ref_conv: bool = True):
+    """WanFunControlTransformer3DModel (models/control.py): tiny_wan_transformer's shape with 52 input channels and,
+    like Wan2.2-Fun-A14B-Control, VideoX-Fun's ref_conv (16 latent channels -> width 24, 2x2 stride 2)."""
+    from sparkle_fast.models.control import WanFunControlTransformer3DModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return WanFunControlTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                               in_channels=52, out_channels=16, text_dim=32, freq_dim=256,
+                                               ffn_dim=32, num_layers=2, cross_attn_norm=True,
+                                               qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+                                               add_ref_conv=ref_conv, in_dim_ref_conv=16).eval()
+
+
+def tiny_wan_fun_control(seed: int = 0, ref_conv: bool = True):
+    """Our WanFunControlPipeline (models/control.py) with two tiny 52-channel experts (with ref_conv by default, as
+    the real checkpoint has it)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     from sparkle_fast.models.control import WanFunControlPipeline
@@ -277,8 +292,9 @@ def tiny_wan_fun_control(seed: int = 0):
     tokenizer, text_encoder, vae = tiny_wan_parts(seed)
     return WanFunControlPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                                  scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
-                                 transformer=tiny_wan_transformer(52, seed + 1),
-                                 transformer_2=tiny_wan_transformer(52, seed + 2), boundary_ratio=0.9)
+                                 transformer=tiny_wan_fun_control_transformer(seed + 1, ref_conv),
+                                 transformer_2=tiny_wan_fun_control_transformer(seed + 2, ref_conv),
+                                 boundary_ratio=0.9)
 
 
 def tiny_wan_vace(seed: int = 0):

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sparkle_fast.models.slots import SLOTS, check_models_dir
+from sparkle_fast.models.slots import SLOTS, check_models_dir, load_or_stand_in
 
 TINY = "tiny"
 
@@ -78,7 +78,8 @@ def load_slot_models(models_source: Any, builders: dict[str, tuple[Callable[[], 
     if not isinstance(models_source, (str, os.PathLike)):
         raise TypeError(f"models_source must be {TINY!r} or a --models folder, got {models_source!r}")
     folders = check_models_dir(models_source, list(builders))
-    return {slot: load(folders[slot]) for slot, (_, load) in builders.items()}
+    # A model that cannot load becomes an UnloadedModel: the stage's samples fail with its reason, the run goes on.
+    return {slot: load_or_stand_in(slot, folders[slot], load) for slot, (_, load) in builders.items()}
 
 
 def release_slot_models(models: dict[str, Any] | None) -> None:

@@ -91,10 +91,14 @@ class BackgroundStage:
             return StageOutcome("failed", f"background caption: {caption.reason}", overall, record, timer.as_dict())
         record["background_caption"] = caption.value
         with timer.model():
-            video = models["i2v"].try_generate(removed_image, caption.value, seed=config.run.seed,
+            video = models["i2v"].try_generate(removed_image, caption.value, seed=config.i2v.seed if
+                                               config.i2v.seed >= 0 else config.run.seed,
                                                num_frames=clip["frames"], height=clip["height"], width=clip["width"])
         if not video.ok:
             return StageOutcome("failed", video.reason, overall, record, timer.as_dict())
+        from sparkle_fast.models.slots import model_settings
+
+        record["i2v_settings"] = model_settings(models["i2v"])  # what generated the background video ([i2v])
         with timer.io():
             write_video(layout.artifact(sample.theme, "edited_background_video", sample.id), video.value,
                         fps=config.clip.fps)

@@ -74,7 +74,8 @@ class SynthesizeStage:
 
         n_frames, height, width = source.shape[:3]
         with timer.model():
-            video = models["control"].try_generate(control, edited0, prompt, seed=config.run.seed,
+            video = models["control"].try_generate(control, edited0, prompt, seed=config.control.seed if
+                                                   config.control.seed >= 0 else config.run.seed,
                                                    num_frames=n_frames, height=height, width=width)
         if not video.ok:
             return StageOutcome("failed", video.reason, timing=timer.as_dict())
@@ -83,7 +84,11 @@ class SynthesizeStage:
         if not scored.ok:
             return StageOutcome("failed", f"EditScore of the edited video: {scored.reason}", timing=timer.as_dict())
         mean = mean_overall(scored.value["editscore"])
-        record = {"mean_overall": mean, "jsonl": {"edited_video_score": scored.value}}
+        from sparkle_fast.models.slots import model_settings
+
+        record = {"mean_overall": mean, "jsonl": {"edited_video_score": scored.value},
+                  "control_settings": model_settings(models["control"]),  # what generated it ([control])
+                  "editscore_passes": getattr(getattr(models["scorer"], "config", None), "passes", None)}
         threshold = config.thresholds.edited_video
         if mean < threshold:
             return StageOutcome("rejected", f"mean EditScore O_score {mean:.2f} < {threshold} over frames "
