@@ -142,3 +142,174 @@ def test_cuda_matches_reference(keyed):
     for b in range(len(src)):
         assert corner_error(got_h[b].cpu().numpy(), want_h[b], (320, 320)) <= 1e-6
     assert (got_in.cpu().numpy() == want_in).mean() >= 0.999
+
+
+# --- OpenCV's adaptive loop, exact thresholds, the device path (on CPU tensors here) --------------------------------
+
+
+def _update_num_iters(p: float, ep: float, model_points: int, max_iters: int) -> int:
+    """cv::RANSACUpdateNumIters, line by line."""
+    import math
+    import sys
+
+    p, ep = min(max(p, 0.0), 1.0), min(max(ep, 0.0), 1.0)
+    num = max(1.0 - p, sys.float_info.min)
+    denom = 1.0 - (1.0 - ep) ** model_points
+    if denom < sys.float_info.min:
+        return 0
+    num, denom = math.log(num), math.log(denom)
+    return max_iters if denom >= 0 or -num >= max_iters * -denom else round(num / denom)  # cvRound: half to even
+
+
+def opencv_loop_winner(scores, n: int, confidence: float, max_iters: int) -> int:
+    """The hypothesis cv::RANSACPointSetRegistrator::run keeps when its iterations score `scores` in order
+    (modelPoints 4; -1 = a rejected sample): a better count updates the loop length from the current one."""
+    niters, best, max_good = max_iters, -1, 0
+    i = 0
+    while i < niters:
+        good = int(scores[i])
+        if good > max(max_good, 3):
+            best, max_good = i, good
+            niters = _update_num_iters(confidence, (n - good) / n, 4, niters)
+        i += 1
+    return best
+
+
+def _winners_torch(scores, n_valid, n_points, confidence):
+    table, rows = hm.iteration_rows(torch.from_numpy(n_valid), n_points, confidence, scores.shape[1])
+    return hm.pick_winners_torch(torch.from_numpy(scores), table, rows).numpy()
+
+
+def test_the_adaptive_loop_stops_before_a_better_hypothesis():
+    """Hypothesis 0 holds 90 of 100 points: OpenCV's loop shrinks to 5 iterations and never sees hypothesis 10's 95.
+    Before any 4-inlier hypothesis the loop runs max_iters; -1 (rejected) and 3-inlier hypotheses change nothing."""
+    n_valid = np.array([100, 100, 100, 30, 100])
+    scores = np.full((5, 40), 20, np.int32)
+    scores[0, 0], scores[0, 3], scores[0, 10] = 90, 91, 95
+    scores[1, :] = -1
+    scores[1, 7], scores[1, 30] = 60, 61                  # 60/100: 35 iterations, so hypothesis 30 is still seen
+    scores[2, :] = 3                                      # never 4 inliers: no winner
+    scores[3, 5], scores[3, 6] = 30, 30                   # all inliers: the loop ends at once; ties keep the first
+    scores[4, :] = np.arange(40) % 7                      # counts rise slowly: the loop runs to max_iters
+    want = [opencv_loop_winner(s, n, 0.995, 40) for s, n in zip(scores, n_valid, strict=True)]
+    assert want == [3, 30, -1, 5, 6]  # the premise: OpenCV stops before index 10 in row 0
+    assert list(hm.pick_winners(scores, n_valid, 0.995)) == want
+    assert list(_winners_torch(scores, n_valid, 100, 0.995)) == want
+
+
+def test_adaptive_loop_on_real_scores_matches_opencv_semantics():
+    """On 10%-outlier data the loop stops early and keeps a hypothesis that is not the global best; the public op
+    returns that hypothesis' model (refine=False)."""
+    src, dst, _ = _data(n_pairs=4, n=60, outliers=0.1, seed=12)
+    usable = hm._usable(src, dst, None)
+    src_c, dst_c, n_valid = hm._compact(src, dst, usable)
+    keys = np.arange(4, dtype=np.uint32)
+    scores, models = hm.score_hypotheses_reference(src_c, dst_c, n_valid, keys, 512, 0, 9.0)
+    want = np.array([opencv_loop_winner(s, n, 0.995, 512) for s, n in zip(scores, n_valid, strict=True)])
+    assert (want != scores.argmax(axis=1)).sum() >= 2  # the premise: the loop stopped before the best twice
+    assert np.array_equal(hm.pick_winners(scores, n_valid, 0.995), want)
+    assert np.array_equal(_winners_torch(scores, n_valid, 60, 0.995), want)
+    h, _ = find_homographies(src, dst, threshold=3.0, refine=False)
+    assert np.array_equal(h.reshape(4, 9), models[np.arange(4), want])
+
+
+def _on_threshold_case():
+    """20 exact correspondences (dst = src on an integer grid), 10 exactly 3 px off (squared error 9 = 3**2), 10 far
+    outliers. The 4-point DLT of exact points is the identity exactly, so the on-threshold errors are exactly 3."""
+    grid = np.array([(x, y) for x in (3, 17, 41, 68, 90) for y in (5, 22, 47, 81)], np.float32)
+    off = np.array([(x, y) for x in (11, 29, 55, 73, 96) for y in (13, 66)], np.float32)
+    far = np.array([(x, 50.0) for x in range(10, 110, 10)], np.float32)
+    src = np.concatenate([grid, off, far])
+    shift = np.array([(3, 0), (0, 3), (-3, 0), (0, -3)] * 3, np.float32)[:10]
+    dst = np.concatenate([grid, off + shift, far + [[0, 40]]]).astype(np.float32)
+    return src[None], dst[None]
+
+
+def test_correspondences_exactly_on_the_threshold_are_inliers():
+    src, dst = _on_threshold_case()
+    h, inliers = find_homographies(src, dst, threshold=3.0, refine=False, seed=1)
+    assert np.array_equal(h[0], np.eye(3))  # the premise: the winning model (seed 1: hypothesis 1) is exact
+    assert inliers[0].tolist() == [True] * 30 + [False] * 10
+    n_valid = np.array([40], np.int32)
+    keys = np.zeros(1, np.uint32)
+    ref_scores, ref_models = hm.score_hypotheses_reference(src, dst, n_valid, keys, 64, 2, 9.0)
+    twin_scores, twin_models = hm.score_hypotheses_host_twin(src, dst, n_valid, keys, 64, 2, 9.0)
+    identity = (ref_models == np.eye(3).ravel()).all(axis=2) & (ref_scores >= 0)
+    assert identity.sum() >= 4 and (ref_scores[identity] == 30).all()
+    assert np.array_equal(twin_scores, ref_scores)
+    below, _ = hm.score_hypotheses_reference(src, dst, n_valid, keys, 64, 2, np.nextafter(9.0, 0.0))
+    assert (below[identity] == 20).all()  # the premise: those 10 points lie exactly on the threshold
+
+
+def _cpu_scorer(src_c, dst_c, n_valid, keys, n_hyp, seed, thr2):
+    """score_hypotheses_cuda's contract on CPU tensors, through the CUDA code's host twin."""
+    scores, models = hm.score_hypotheses_host_twin(src_c.numpy(), dst_c.numpy(), n_valid.numpy(),
+                                                   keys.numpy().view(np.uint32), n_hyp, seed, thr2)
+    return torch.from_numpy(scores), torch.from_numpy(models)
+
+
+@pytest.mark.parametrize("full_table", [True, False])
+def test_device_path_equals_reference_without_host_compaction(monkeypatch, full_table):
+    """The CUDA path's steps 1-3 (torch ops) run here on CPU tensors with the kernel's host twin as the scorer: the
+    same homographies and inliers as the reference, bit for bit, and the host compaction is never called. Pairs of
+    more than 256 points (the kernel's tile), NaN rows, a valid mask, keys; both iteration-table forms."""
+    src, dst, _ = _data(n_pairs=3, n=300, outliers=0.3, seed=4)
+    src[0, 5] = np.nan
+    dst[2, 290:] = np.inf
+    valid = np.ones((3, 300), bool)
+    valid[1, ::4] = False
+    keys = np.array([9, 2**32 - 1, 4], np.uint64)
+    want_h, want_in = find_homographies_reference(src, dst, valid, keys=keys, max_iters=200)
+    monkeypatch.setattr(hm, "score_hypotheses_cuda", _cpu_scorer)
+    monkeypatch.setattr(hm, "_compact", lambda *a: pytest.fail("host compaction on the device path"))
+    if not full_table:
+        monkeypatch.setattr(hm, "_FULL_TABLE_MAX_POINTS", 16)
+    got_h, got_in = hm._find_on_device(torch.from_numpy(src), torch.from_numpy(dst), torch.from_numpy(valid), keys,
+                                       3.0, 200, 0.995, 0, True)
+    assert np.array_equal(got_h, want_h, equal_nan=True) and np.array_equal(got_in, want_in)
+
+
+def test_device_compaction_equals_host_compaction():
+    src, dst, _ = _data(n_pairs=2, n=40, seed=6)
+    src[0, ::3] = np.nan
+    usable = hm._usable(src, dst, None)
+    want = hm._compact(src, dst, usable)
+    t_usable = hm.usable_torch(torch.from_numpy(src), torch.from_numpy(dst), None)
+    assert np.array_equal(t_usable.numpy(), usable)
+    got = hm.compact_torch(torch.from_numpy(src), torch.from_numpy(dst), t_usable)
+    for w, g in zip(want, got, strict=True):
+        assert np.array_equal(g.numpy(), w, equal_nan=True)
+
+
+@pytest.mark.gpu
+def test_cuda_raw_scores_and_models_bit_for_bit_across_tiles():
+    """The kernel's scores and models equal the reference's and the host twin's exactly, for pairs of more than one
+    256-point shared-memory tile (257, 511, 512, 600 usable points) and one of fewer."""
+    src, dst, _ = _data(n_pairs=5, n=600, outliers=0.3, seed=8)
+    n_valid = np.array([257, 511, 512, 600, 100], np.int32)
+    keys = np.array([1, 2, 3, 2**32 - 1, 0], np.uint32)
+    want_scores, want_models = hm.score_hypotheses_reference(src, dst, n_valid, keys, 300, 3, 9.0)
+    twin_scores, _ = hm.score_hypotheses_host_twin(src, dst, n_valid, keys, 300, 3, 9.0)
+    assert np.array_equal(twin_scores, want_scores)
+    got_scores, got_models = hm.score_hypotheses_cuda(
+        torch.from_numpy(src).cuda(), torch.from_numpy(dst).cuda(), torch.from_numpy(n_valid).cuda(),
+        torch.from_numpy(keys.view(np.int32)).cuda(), 300, 3, 9.0)
+    got_scores, got_models = got_scores.cpu().numpy(), got_models.cpu().numpy()
+    assert np.array_equal(got_scores, want_scores)
+    ok = want_scores >= 0
+    assert ok.mean() > 0.5 and np.array_equal(got_models[ok], want_models[ok])
+
+
+@pytest.mark.gpu
+def test_cuda_find_homographies_equals_reference_exactly():
+    src, dst, _ = _data(n_pairs=12, n=400, seed=9)
+    src[3, 7] = np.nan
+    want_h, want_in = find_homographies_reference(src, dst)
+    got_h, got_in = find_homographies(torch.from_numpy(src).cuda(), torch.from_numpy(dst).cuda(), backend="cuda")
+    assert got_h.is_cuda and got_in.is_cuda
+    assert np.array_equal(got_h.cpu().numpy(), want_h, equal_nan=True)
+    assert np.array_equal(got_in.cpu().numpy(), want_in)
+    s, d = _on_threshold_case()
+    h, inl = find_homographies(torch.from_numpy(s).cuda(), torch.from_numpy(d).cuda(), refine=False, seed=1,
+                               backend="cuda")
+    assert np.array_equal(h.cpu().numpy()[0], np.eye(3)) and inl.cpu().numpy()[0].tolist() == [True] * 30 + [False] * 10

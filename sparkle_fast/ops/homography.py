@@ -26,14 +26,18 @@ The method, identical on every backend (the definition is find_homographies_refe
      minimal sample instead, then refines with Levenberg-Marquardt).
   Homographies are scaled so that H[2, 2] = 1.
 
-Backends: reference (numpy, all steps); cuda (step 2, the hot part: B * max_iters * N reprojections, in one launch
-of csrc/ransac.cu; steps 1, 3 and 4 are small per-pair work done by the same numpy code on a host copy of the
-scores). The CUDA kernel's per-hypothesis code is csrc/ransac_core.h; its host twin (sparkle_fast._C.
+Backends: reference (numpy, all steps); cuda: steps 1-3 on the device (step 1 and 3 with torch ops, step 2, the hot
+part: B * max_iters * N reprojections, in one launch of csrc/ransac.cu, built with -fmad=false so its doubles round
+as numpy's), then one copy of the points and the winners' models to the host for step 4, done by the reference's
+numpy code. Step 3's loop lengths come from a table of ransac_iterations (the reference's function, evaluated on the
+host from the call's parameters only), so the device picks the very hypothesis the reference picks. Results equal
+the reference's. The CUDA kernel's per-hypothesis code is csrc/ransac_core.h; its host twin (sparkle_fast._C.
 ransac_score_host) runs the same code on the CPU and is tested to give the same scores as step 2 here.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -226,6 +230,8 @@ def refit_homographies(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np
     """Least-squares normalized DLT on the masked correspondences. src, dst float64 (B, N, 2), mask bool (B, N)
     -> float64 (B, 3, 3) with H[2, 2] = 1, NaN where fewer than 4 points or degenerate."""
     n_pairs = src.shape[0]
+    # rows outside the mask weigh 0 but must stay finite: an inf there would make 0 * inf = NaN in the sums
+    src, dst = np.where(mask[..., None], src, 0.0), np.where(mask[..., None], dst, 0.0)
     w = mask.astype(np.float64)
     count = w.sum(axis=1)
     safe = np.maximum(count, 1.0)[:, None]
@@ -259,7 +265,19 @@ def refit_homographies(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np
 
 def _finish(src: np.ndarray, dst: np.ndarray, usable: np.ndarray, scores: np.ndarray, models: np.ndarray,
             n_valid: np.ndarray, threshold: float, confidence: float, refine: bool):
-    """Steps 3 and 4 (numpy, shared by every backend). Returns (H (B, 3, 3) float64, inliers (B, N) bool)."""
+    """Steps 3 and 4 on the host (the reference). Returns (H (B, 3, 3) float64, inliers (B, N) bool)."""
+    n_pairs = src.shape[0]
+    winner = pick_winners(scores, n_valid, confidence)
+    found = winner >= 0
+    h = np.full((n_pairs, 9), np.nan)
+    h[found] = models[np.arange(n_pairs)[found], winner[found]]
+    return _refine(src, dst, usable, h, found, threshold, refine)
+
+
+def _refine(src: np.ndarray, dst: np.ndarray, usable: np.ndarray, h: np.ndarray, found: np.ndarray, threshold: float,
+            refine: bool):
+    """Step 4 (numpy, shared by every backend): the winners' models h float64 (B, 9) (NaN where not found) ->
+    (H (B, 3, 3) float64, inliers (B, N) bool)."""
     n_pairs = src.shape[0]
     thr2 = float(threshold) ** 2
     s, d = src.astype(np.float64), dst.astype(np.float64)
@@ -268,10 +286,7 @@ def _finish(src: np.ndarray, dst: np.ndarray, usable: np.ndarray, scores: np.nda
         m = _inlier_mask(h.reshape(n_pairs, 9), s[..., 0], s[..., 1], d[..., 0], d[..., 1], thr2) & usable
         return m & np.isfinite(h.reshape(n_pairs, 9)).all(axis=1)[:, None]
 
-    winner = pick_winners(scores, n_valid, confidence)
-    found = winner >= 0
-    h = np.full((n_pairs, 3, 3), np.nan)
-    h[found] = models[np.arange(n_pairs)[found], winner[found]].reshape(-1, 3, 3)
+    h = np.where(found[:, None], h, np.nan).reshape(n_pairs, 3, 3)
     inl = inliers_of(h)
     if refine:
         for _ in range(2):
@@ -327,8 +342,10 @@ def score_hypotheses_host_twin(src_c, dst_c, n_valid, keys, n_hyp, seed, thr2):
     return scores, models
 
 
-def _score_cuda(src_c, dst_c, n_valid, keys, n_hyp, seed, thr2):
-    """Step 2 on the GPU: torch CUDA tensors in, host numpy (scores, models) out."""
+def score_hypotheses_cuda(src_c, dst_c, n_valid, keys, n_hyp, seed, thr2):
+    """Step 2 on the GPU (csrc/ransac.cu): torch CUDA tensors src_c, dst_c float32 (B, N, 2) contiguous with the
+    usable rows first, n_valid int32 (B,), keys int32 (B,) (the uint32 bits) -> device tensors scores int32
+    (B, n_hyp) and models float64 (B, n_hyp, 9), equal bit for bit to score_hypotheses_reference."""
     import torch
 
     n_pairs, n_points = src_c.shape[:2]
@@ -341,7 +358,107 @@ def _score_cuda(src_c, dst_c, n_valid, keys, n_hyp, seed, thr2):
                                     keys[start].data_ptr(), stop - start, n_points, n_hyp, seed, thr2,
                                     scores[start].data_ptr(), models[start].data_ptr(),
                                     dispatch.current_stream_handle(src_c))
-    return scores.cpu().numpy(), models.cpu().numpy()
+    return scores, models
+
+
+# --- steps 1 and 3 on the device (torch ops; the same code runs on CPU tensors in the tests) ------------------------
+
+_FULL_TABLE_MAX_POINTS = 2048  # (N + 1)**2 int32 entries: 16.8 MB at this size
+
+
+@functools.lru_cache(maxsize=16)
+def _iteration_table_host(n_values: tuple[int, ...] | int, n_points: int, confidence: float,
+                          max_iters: int) -> np.ndarray:
+    """int32 (R, n_points + 1): row r, column best = ransac_iterations(best, n) for n = n_values[r] (every n in
+    0..n_points when n_values is an int). The reference's own function, so the device selection is exact."""
+    ns = np.arange(n_points + 1) if isinstance(n_values, int) else np.asarray(n_values)
+    best = np.arange(n_points + 1, dtype=np.float64)[None, :]
+    return ransac_iterations(best, ns[:, None].astype(np.float64), confidence, max_iters).astype(np.int32)
+
+
+_DEVICE_TABLES: dict = {}
+
+
+def iteration_rows(n_valid, n_points: int, confidence: float, max_iters: int):
+    """(table int32 (R, n_points + 1) on n_valid's device, row int64 (B,) of each pair). Up to
+    _FULL_TABLE_MAX_POINTS points per pair the table holds every n (cached per device and parameters, uploaded
+    once: no data crosses); above that only the n present (one small copy of n_valid to the host)."""
+    import torch
+
+    device = n_valid.device
+    if n_points <= _FULL_TABLE_MAX_POINTS:
+        key = (n_points, float(confidence), int(max_iters), str(device))
+        table = _DEVICE_TABLES.get(key)
+        if table is None:
+            if len(_DEVICE_TABLES) >= 16:
+                _DEVICE_TABLES.clear()
+            table = torch.from_numpy(_iteration_table_host(n_points, n_points, float(confidence),
+                                                           int(max_iters))).to(device)
+            _DEVICE_TABLES[key] = table
+        return table, n_valid.long()
+    present, rows = np.unique(n_valid.cpu().numpy(), return_inverse=True)
+    table = _iteration_table_host(tuple(int(n) for n in present), n_points, float(confidence), int(max_iters))
+    return torch.from_numpy(table).to(device), torch.from_numpy(rows.astype(np.int64)).to(device)
+
+
+def usable_torch(src, dst, valid):
+    """Step 1a on the device: bool (B, N), finite src and dst rows (and valid)."""
+    import torch
+
+    usable = torch.isfinite(src).all(dim=-1) & torch.isfinite(dst).all(dim=-1)
+    return usable if valid is None else usable & valid
+
+
+def compact_torch(src, dst, usable):
+    """Step 1b on the device, equal to _compact: usable rows first in stable order -> (src_c, dst_c float32
+    (B, N, 2) contiguous, n_valid int32 (B,))."""
+    import torch
+
+    order = torch.sort((~usable).to(torch.int32), dim=1, stable=True).indices
+    index = order[..., None].expand(-1, -1, 2)
+    return (torch.gather(src, 1, index).float().contiguous(), torch.gather(dst, 1, index).float().contiguous(),
+            usable.sum(dim=1, dtype=torch.int32))
+
+
+def pick_winners_torch(scores, table, rows):
+    """Step 3 on the device, equal to pick_winners: scores int32 (B, H), the iteration table and each pair's row
+    (iteration_rows) -> winner int64 (B,) (-1 when every sample was rejected or no sample had 4 inliers)."""
+    import torch
+
+    n_pairs, n_hyp = scores.shape
+    best = torch.cummax(scores, dim=1).values.clamp(min=0).long()  # best < 4 (incl. -1): max_iters, as best = 0
+    iters = table[rows[:, None], best]
+    hyp = torch.arange(n_hyp, device=scores.device)
+    done = (hyp[None, :] + 1) >= iters
+    last = torch.where(done.any(dim=1), done.to(torch.uint8).argmax(dim=1), n_hyp - 1)  # argmax: the first
+    masked = torch.where(hyp[None, :] <= last[:, None], scores, torch.full_like(scores, -2))
+    winner = masked.argmax(dim=1)  # the first of the best (as numpy's argmax)
+    return torch.where(masked.gather(1, winner[:, None])[:, 0] >= 4, winner, torch.full_like(winner, -1))
+
+
+def _find_on_device(src, dst, valid, keys, threshold, max_iters, confidence, seed, refine):
+    """Steps 1-3 on the device (torch tensors (B, N, 2) on a GPU), step 4 on the host from one copy of the points
+    and the winners' models (no host compaction, no upload of points). Results equal the reference's."""
+    import torch
+
+    n_pairs, n_points = src.shape[:2]
+    usable = usable_torch(src, dst, valid)
+    src_c, dst_c, n_valid = compact_torch(src, dst, usable)
+    # torch has no uint32 arithmetic everywhere; the kernel reads the same 4 bytes as int32
+    key_bits = torch.from_numpy(_check_keys(keys, n_pairs).view(np.int32)).to(src.device)
+    scores, models = score_hypotheses_cuda(src_c, dst_c, n_valid, key_bits, int(max_iters), int(seed),
+                                           float(threshold) ** 2)
+    table, rows = iteration_rows(n_valid, n_points, confidence, max_iters)
+    winner = pick_winners_torch(scores, table, rows)
+    found = winner >= 0
+    h = models[torch.arange(n_pairs, device=src.device), winner.clamp(min=0)]
+    # one device -> host copy: points, usable rows, the winners' models and whether each pair has one
+    payload = torch.cat([src.reshape(n_pairs, -1).double(), dst.reshape(n_pairs, -1).double(), usable.double(), h,
+                         found.double()[:, None]], dim=1).cpu().numpy()
+    cut = np.cumsum([2 * n_points, 2 * n_points, n_points, 9])
+    h_src, h_dst, h_usable, h_models, h_found = np.split(payload, cut, axis=1)
+    return _refine(h_src.reshape(n_pairs, n_points, 2), h_dst.reshape(n_pairs, n_points, 2), h_usable != 0,
+                   h_models, h_found[:, 0] != 0, threshold, refine)
 
 
 def find_homographies(src: Any, dst: Any, valid: Any = None, *, threshold: float = 3.0, max_iters: int = 512,
@@ -352,32 +469,25 @@ def find_homographies(src: Any, dst: Any, valid: Any = None, *, threshold: float
     _check_args(src, dst, valid, threshold, max_iters, confidence, seed)
     kind = dispatch.array_kind(src, "src", _OP)
     chosen = dispatch.resolve_backend(backend, kind, _OP, GPU_PREFERENCE)
-    host = [None if a is None else dispatch.to_numpy(a, dispatch.array_kind(a, name, _OP))
-            for a, name in ((src, "src"), (dst, "dst"), (valid, "valid"))]
     if chosen == "reference":
+        host = [None if a is None else dispatch.to_numpy(a, dispatch.array_kind(a, name, _OP))
+                for a, name in ((src, "src"), (dst, "dst"), (valid, "valid"))]
         result = find_homographies_reference(*host, threshold=threshold, max_iters=max_iters,
                                              confidence=confidence, seed=seed, refine=refine, keys=keys)
         return tuple(dispatch.from_numpy(r, kind, like=src) for r in result)
 
-    import torch
-
-    h_src, h_dst, h_valid = host
-    batched = h_src.ndim == 3
+    t_src, t_dst = (dispatch.to_torch(a, dispatch.array_kind(a, name, _OP)) for a, name in ((src, "src"), (dst, "dst")))
+    t_valid = None if valid is None else dispatch.to_torch(valid, dispatch.array_kind(valid, "valid", _OP))
+    for name, t in (("dst", t_dst), ("valid", t_valid)):
+        if t is not None and t.device != t_src.device:
+            raise ValueError(f"{_OP}: {name} must be on src's device {t_src.device}, got {t.device}")
+    batched = t_src.ndim == 3
     if not batched:
-        h_src, h_dst = h_src[None], h_dst[None]
-        h_valid = None if h_valid is None else h_valid[None]
-        keys = None if keys is None else np.atleast_1d(np.asarray(keys))
-    usable = _usable(h_src, h_dst, h_valid)
-    src_c, dst_c, n_valid = _compact(h_src, h_dst, usable)
-    tensor = dispatch.to_torch(src, kind)
-    with dispatch.on_device_of(tensor, kind):
-        device = tensor.device
-        # torch has no uint32 arithmetic everywhere; the kernel reads the same 4 bytes as int32
-        key_bits = _check_keys(keys, len(h_src)).view(np.int32)
-        scores, models = _score_cuda(torch.from_numpy(src_c).to(device), torch.from_numpy(dst_c).to(device),
-                                     torch.from_numpy(n_valid).to(device), torch.from_numpy(key_bits).to(device),
-                                     int(max_iters), int(seed), float(threshold) ** 2)
-    h, inl = _finish(h_src, h_dst, usable, scores, models, n_valid, threshold, confidence, refine)
+        t_src, t_dst = t_src[None], t_dst[None]
+        t_valid = None if t_valid is None else t_valid[None]
+        keys = None if keys is None else np.atleast_1d(np.asarray(keys.cpu() if hasattr(keys, "cpu") else keys))
+    with dispatch.on_device_of(t_src, kind):
+        h, inl = _find_on_device(t_src, t_dst, t_valid, keys, threshold, max_iters, confidence, seed, refine)
     if not batched:
         h, inl = h[0], inl[0]
     return dispatch.from_numpy(h, kind, like=src), dispatch.from_numpy(inl, kind, like=src)
