@@ -180,3 +180,40 @@ def test_loading_from_folder_and_missing_weights(tmp_path):
     with pytest.raises(ModelFolderError) as info:
         WanI2VGenerator.from_pretrained(folder, device="cpu")
     assert info.value.problems == [f"[i2v] {folder / 'transformer_2'}: no weights (*.safetensors)"]
+
+
+def test_distilled_schedule_only_with_the_loras(tmp_path):
+    """No LightX2V LoRAs: the 4-step schedule is refused at load with what to do; the stock schedule (the run
+    config's [i2v] mode = "stock") runs its own steps and guidance with shift 5 whatever the folder's scheduler."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from sparkle_fast.driver.config import load_config
+    from sparkle_fast.models.slots import ModelLoadError
+    from sparkle_fast.models.tiny import tiny_wan_i2v
+
+    folder = tmp_path / "wan22_i2v"
+    tiny_wan_i2v(0).save_pretrained(folder)
+    FlowMatchEulerDiscreteScheduler(shift=1.0).save_pretrained(folder / "scheduler")
+    small = dict(num_frames=5, height=32, width=32, max_sequence_length=16)
+    with pytest.raises(ModelLoadError, match="needs the distillation LoRAs") as info:
+        WanI2VGenerator.from_pretrained(folder, device="cpu", config=I2VConfig(**small))
+    assert str(folder / "lightx2v") in str(info.value) and 'mode = "stock"' in str(info.value)
+    assert i2v.distillation_problem("i2v", folder, I2VConfig(experts_distilled=True)) is None
+    # A folder's LoRAs are never fused for the stock schedule.
+    assert i2v.fuse_distillation(None, "i2v", folder, I2VConfig(distilled=False)) is None
+
+    gen = WanI2VGenerator.from_pretrained(folder, device="cpu")  # settings deferred to the run config
+    gen.use_run_config(load_config(overrides={"i2v.mode": "stock", "i2v.steps": 2, "i2v.guidance": 2.0}))
+    gen.config = i2v.dataclasses.replace(gen.config, **small)
+    assert gen.setup_error is None and gen.settings()["mode"] == "stock" and gen.loras is None
+    calls = record_expert_calls(gen.pipeline)
+    assert gen.generate(IMAGE, PROMPT).shape == (5, 32, 32, 3)
+    want = FlowMatchEulerDiscreteScheduler(shift=5.0)
+    want.set_timesteps(2)
+    assert [c[1] for c in calls[::2]] == pytest.approx(want.timesteps.tolist())  # shift 5, not the folder's 1
+    assert len(calls) == 4  # guidance 2 > 1: an unconditional pass per step
+
+    distilled = WanI2VGenerator.from_pretrained(folder, device="cpu")
+    distilled.use_run_config(load_config())  # [i2v] mode "distilled" (Sparkle's) without LoRAs
+    result = distilled.try_generate(IMAGE, PROMPT)
+    assert not result.ok and "needs the distillation LoRAs" in result.reason
