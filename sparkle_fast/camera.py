@@ -79,7 +79,10 @@ from sparkle_fast.ops.optical_flow import select_points, track_points
 
 @dataclass(frozen=True)
 class CameraThresholds:
-    """The decision rule's parameters (see the module docstring; defaults calibrated, docs/CAMERA_CALIBRATION.md)."""
+    """The decision rule's parameters (see the module docstring). Ours: Sparkle's coarse filter (Unimatch flow and a
+    homography, Appendix A) is not public; these defaults are calibrated on synthetic 288 x 384 clips
+    (docs/CAMERA_CALIBRATION.md). Pixel values are absolute here; thresholds_for_size scales the decision thresholds
+    to another frame size (stage 1 does)."""
 
     threshold_px: float = 2.0         # largest corner displacement over the clip for a static camera
     pair_threshold_px: float = 1.5    # largest corner displacement between consecutive sampled frames
@@ -105,6 +108,27 @@ class CameraThresholds:
     refine_trim_sigmas: float = 3.0   # this many robust standard deviations of the fit's errors, then fits again
     refine_min_points: int = 12       # a frame keeps its previous estimate when fewer background points remain
     rival_threshold_px: float = 1.0   # RANSAC threshold of step 5b's rival hypothesis (step 5's subject as background)
+
+
+# The frames bench/calibrate_camera.py chose the pixel thresholds on: 288 x 384, a 480-pixel diagonal.
+CALIBRATION_DIAGONAL_PX = 480.0
+
+
+def thresholds_for_size(thresholds: CameraThresholds, height: int, width: int,
+                        reference_diagonal_px: float = CALIBRATION_DIAGONAL_PX) -> CameraThresholds:
+    """`thresholds` for a height x width frame: the two decision thresholds (threshold_px, pair_threshold_px), which
+    are in pixels of a frame whose diagonal is `reference_diagonal_px`, scaled by the ratio of the diagonals, so the
+    same scene filmed at 360p, 720p or 1080p gets the same verdict (a camera motion is a fraction of the frame).
+    Frames smaller than the reference keep the reference's pixel values: there the tracker's noise, not the frame,
+    sets the floor (a static 96 x 64 clip measures ~0.5 px). The tracking tolerances (fb_threshold_px,
+    ransac_threshold_px, still_px, refine_*_px) stay in pixels for the same reason. reference_diagonal_px 0 (or less)
+    returns `thresholds` unchanged (absolute pixels). This scaling is the project's choice: Sparkle's Appendix A is
+    not public."""
+    if reference_diagonal_px <= 0:
+        return thresholds
+    scale = max(1.0, math.hypot(height, width) / reference_diagonal_px)
+    return replace(thresholds, threshold_px=thresholds.threshold_px * scale,
+                   pair_threshold_px=thresholds.pair_threshold_px * scale)
 
 
 @dataclass

@@ -1,8 +1,13 @@
 """Stage 1 (collect): the source video as Sparkle's clip, kept only when the camera is fixed.
 
-  read      the clip with the config's ClipSpec (Sparkle: 16 fps, <= 81 frames trimmed to 4k+1, 1280x720)
+  read      the clip with the config's ClipSpec (Sparkle: 16 fps, <= 81 frames trimmed to 4k+1, 1280x720); a source of
+            another aspect ratio is cropped, padded or stretched to that size (clip.aspect, ours; default crop;
+            video/aspect.py), recorded as "aspect"
   coarse    camera.analyze on frames sampled at bait.anchor_fps (2 FPS): largest corner displacement over the
-            clip <= thresholds.camera_max_displacement_px, else rejected (also when undecidable: too few corners)
+            clip <= thresholds.camera_max_displacement_px and between sampled frames <= camera_pair_displacement_px,
+            both scaled from the calibration frame's diagonal (camera_reference_diagonal_px) to the clip's
+            (camera.thresholds_for_size: one clip at 360p, 720p or 1080p gets one verdict), else rejected (also
+            when undecidable: too few corners); the thresholds used are recorded ("camera_thresholds")
   fine      Qwen3-VL camera_motion_verdict on the clip: "camera_moving": yes -> rejected
   writes    {theme}/source_video/{id}.mp4 and intermediate_data/{theme}/source_frame0/{id}.png (kept samples only)
 
@@ -53,7 +58,7 @@ class CollectStage:
     def run_batch(self, samples: list[Sample], contexts: list[StageContext]) -> list[StageOutcome]:
         """One outcome per sample, in order. Expected failures (an unreadable video, a verdict that cannot be
         parsed, a camera analysis that raised for one clip) are that sample's outcome."""
-        from sparkle_fast.video import VideoError, read_clip, sample_indices
+        from sparkle_fast.video import VideoError, sample_indices
 
         if len(samples) != len(contexts):
             raise ValueError(f"run_batch: {len(samples)} samples but {len(contexts)} contexts")
@@ -66,18 +71,18 @@ class CollectStage:
             config = context.config
             with timers[i].io():
                 try:
-                    clip = read_clip(sample.src_video, clip_spec(config), device=device)
+                    frames, indices, plan = _read_clip(sample.src_video, config, device)
                 except VideoError as exc:
                     outcomes[i] = _rejected(f"unreadable video: {exc}", timers[i])
                     continue
-            n_frames, height, width = (int(d) for d in clip.frames.shape[:3])
+            n_frames, height, width = (int(d) for d in frames.shape[:3])
             if n_frames < 2:
                 outcomes[i] = _rejected(f"clip has {n_frames} frame(s) at {config.clip.fps} fps; need at least 5 "
                                         "(4k+1)", timers[i])
                 continue
             records[i] = {"frames": n_frames, "height": height, "width": width, "fps": config.clip.fps,
-                          "source_indices": [int(k) for k in np.asarray(clip.indices)]}
-            clips[i] = clip.frames
+                          "source_indices": [int(k) for k in np.asarray(indices)], "aspect": plan.to_dict()}
+            clips[i] = frames
 
         live = [i for i, outcome in enumerate(outcomes) if outcome is None]
         if live:
@@ -104,12 +109,14 @@ class CollectStage:
                                 timer.as_dict())
         thresholds = _thresholds(config)
         record["camera"] = finite(motion.to_dict())
+        record["camera_thresholds"] = {"threshold_px": thresholds.threshold_px,
+                                       "pair_threshold_px": thresholds.pair_threshold_px}
         if motion.static is None:
             return _rejected(f"camera motion undecidable: {motion.reason}", timer, record)
         if not motion.static:
             return _rejected(motion.reason or f"camera moves: corners move up to {motion.max_displacement_px:.1f} px "
-                             f"(threshold {thresholds.threshold_px} px over the clip, {thresholds.pair_threshold_px}"
-                             " px between sampled frames)", timer, record)
+                             f"(threshold {thresholds.threshold_px:.2f} px over the clip, "
+                             f"{thresholds.pair_threshold_px:.2f} px between sampled frames)", timer, record)
 
         with timer.io():
             host = frames.cpu().numpy()  # the VLM's processor and the encoder read host memory
@@ -129,9 +136,27 @@ class CollectStage:
 
 
 def _thresholds(config):
+    """The camera rule for the config's clip size: every clip of a run is read at that size."""
     from sparkle_fast import camera
 
-    return camera.CameraThresholds(threshold_px=config.thresholds.camera_max_displacement_px)
+    th = config.thresholds
+    base = camera.CameraThresholds(threshold_px=th.camera_max_displacement_px,
+                                   pair_threshold_px=th.camera_pair_displacement_px)
+    return camera.thresholds_for_size(base, config.clip.height, config.clip.width, th.camera_reference_diagonal_px)
+
+
+def _read_clip(path, config, device):
+    """(frames (T, clip.height, clip.width, 3) on device, source indices, AspectPlan): the clip read at the size the
+    aspect plan decodes at, then cropped or padded (VideoError for an unreadable source)."""
+    from dataclasses import replace
+
+    from sparkle_fast.video import probe, read_clip
+    from sparkle_fast.video.aspect import apply_aspect, aspect_plan
+
+    info = probe(path)
+    plan = aspect_plan(info.height, info.width, config.clip.height, config.clip.width, config.clip.aspect)
+    clip = read_clip(path, replace(clip_spec(config), size=plan.scaled), device=device, info=info)
+    return apply_aspect(clip.frames, plan), clip.indices, plan
 
 
 def _index(picked, device):
