@@ -380,6 +380,42 @@ def schema_max_chars(schema: Any) -> int:
     raise TypeError(f"not a schema: {schema!r}")
 
 
+def to_json_schema(schema: Any) -> dict:
+    """The standard JSON Schema of one of our schemas, as every backend's grammar engine takes it (xgrammar in the
+    transformers backend, vLLM's structured outputs, an OpenAI-compatible server's json_schema response_format).
+
+    Strings are bounded by a `pattern` with a {min,max} repetition and no minLength/maxLength: xgrammar ignores
+    length bounds next to a pattern (vLLM rejects that mix). The pattern allows printable ASCII without quotes and
+    backslashes (our choice): the text needs no escapes, and each character is at least one token, so
+    schema_max_chars bounds the tokens of an answer (a multi-byte character would be up to 4 byte-level tokens).
+    Objects are closed, with every key required in the given order; integers carry minimum/maximum; fixed
+    per-position arrays are prefixItems with items false.
+    """
+    if isinstance(schema, Text):
+        return {"type": "string", "pattern": f"^{_TEXT_CHAR}{{{schema.min_chars},{schema.max_chars}}}$"}
+    if isinstance(schema, Choice):
+        return {"type": "string", "enum": list(schema.options)}
+    if isinstance(schema, Integer):
+        return {"type": "integer", "minimum": schema.low, "maximum": schema.high}
+    if isinstance(schema, Array):
+        if schema.items:
+            return {"type": "array", "prefixItems": [to_json_schema(s) for s in schema.items], "items": False,
+                    "minItems": len(schema.items), "maxItems": len(schema.items)}
+        out: dict = {"type": "array", "minItems": schema.min_items, "maxItems": schema.max_items}
+        out["items"] = to_json_schema(schema.item) if schema.item is not None else {"type": "integer"}
+        return out
+    if isinstance(schema, Object):
+        return {"type": "object", "properties": {k: to_json_schema(v) for k, v in schema.fields},
+                "required": [k for k, _ in schema.fields], "additionalProperties": False}
+    if isinstance(schema, AnyOf):
+        return {"anyOf": [to_json_schema(o) for o in schema.options]}
+    raise TypeError(f"not a schema: {schema!r}")
+
+
+# One character of an answer's text: printable ASCII (space to "~") except the quote and the backslash.
+_TEXT_CHAR = r"[ !#-\[\]-~]"
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Character automaton
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Qwen3-VL adapter: the six VLM tasks of Sparkle's stages 1-4 on transformers' Qwen3VLForConditionalGeneration.
 
 Every task: one prompt template (PROMPTS, all in one place), one JSON answer schema, schema-constrained decoding
-(json_answers.JsonLogitsProcessor), tolerant parsing, and bounded retries (greedy first, then sampling with new
-seeds). A task returns a TaskResult; it never raises for a bad answer.
+(xgrammar, through the backend), tolerant parsing, and bounded retries (greedy first, then sampling with new
+seeds). A task returns a TaskResult; it never raises for a bad answer. Generation goes through a backend
+(models/vlm_backends: transformers, vllm or openai); prompts, schemas, parsing and retries are the same on each.
 
   camera_motion_verdict(frames, fps)          stage 1 fine filter: reasoning, then yes/no on residual camera motion
   describe_scene(frame0)                      stage 2: original_scene
@@ -14,7 +15,6 @@ seeds). A task returns a TaskResult; it never raises for a bad answer.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +23,10 @@ import numpy as np
 import torch
 
 from sparkle_fast.models import json_answers as ja
-from sparkle_fast.models.base import TaskResult, free_memory, pick_device, pick_dtype, to_pil
+from sparkle_fast.models.base import TaskResult, pick_device, pick_dtype
 from sparkle_fast.models.slots import check_model_folder
+from sparkle_fast.models.vlm_backends import Sampling, VLMBackend, backend_from_settings
+from sparkle_fast.models.vlm_backends import VLMRequest as _Request
 
 # Our prompt texts. Sparkle does not publish its prompts; its paper says what each step asks (stage 1: judge residual
 # camera motion, reasoning first; stage 2: describe the original scene, then write an instruction for a randomly
@@ -137,30 +139,25 @@ class VLMConfig:
     frame_batch_size: int = 8    # frames per generate() call in ground_per_frame
 
 
-@dataclass
-class _Request:
-    """One generation: chat content items plus the images / video they reference."""
-
-    content: list[dict]
-    images: list = dataclasses.field(default_factory=list)
-    video: np.ndarray | None = None
-    video_fps: float | None = None
-
-
 class Qwen3VLAdapter:
     """Qwen3-VL tasks over a loaded model + processor.
 
-    Build with `from_pretrained(folder)` (real weights, bf16 on GPU) or `tiny()` (random tiny model, CPU);
+    Build with `from_pretrained(folder)` (real weights, bf16 on GPU, or the backend chosen by
+    vlm_backends.use_settings), `tiny()` (random tiny model, CPU) or `Qwen3VLAdapter(backend=...)`;
     `release()` drops the model and returns its memory. Images are PIL or uint8 (H, W, 3) arrays; videos are
     uint8 (T, H, W, 3) arrays.
     """
 
-    def __init__(self, model, processor, config: VLMConfig | None = None):
-        self.model = model
-        self.processor = processor
+    def __init__(self, model=None, processor=None, config: VLMConfig | None = None, *,
+                 backend: VLMBackend | None = None):
+        if backend is None:
+            from sparkle_fast.models.vlm_backends.transformers_backend import TransformersBackend
+
+            backend = TransformersBackend(model, processor)
+        self.backend = backend
+        self.model = getattr(backend, "model", None) if backend.name == "transformers" else None
+        self.processor = getattr(backend, "processor", None)
         self.config = config or VLMConfig()
-        self._table: ja.TokenTable | None = None
-        self._constraints: dict[Any, ja.JsonConstraint] = {}
         self.prompts = dict(PROMPTS)  # the templates in use (use_run_config: a run's prompts_file)
 
     def use_run_config(self, config) -> None:
@@ -170,10 +167,14 @@ class Qwen3VLAdapter:
 
     # -- loading --------------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, folder, *, device=None, dtype=None, config: VLMConfig | None = None):
-        """Load a Qwen3-VL folder (checked first: ModelFolderError names what is missing or wrong)."""
+    def from_pretrained(cls, folder, *, device=None, dtype=None, config: VLMConfig | None = None, settings=None):
+        """Load a Qwen3-VL folder (checked first: ModelFolderError names what is missing or wrong), on the backend
+        that `settings` (a driver [vlm] section; default: vlm_backends.use_settings's) chooses."""
         from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
+        backend = backend_from_settings("vlm", folder, settings)
+        if backend is not None:
+            return cls(config=config, backend=backend)
         folder = check_model_folder("vlm", folder)
         device = pick_device(device)
         model = Qwen3VLForConditionalGeneration.from_pretrained(folder, dtype=pick_dtype(device, dtype))
@@ -191,66 +192,27 @@ class Qwen3VLAdapter:
         return cls(model, processor, config or small)
 
     def release(self) -> None:
-        """Drop the model, processor and cached masks, and return their memory (CUDA cache included)."""
-        device = self.device if self.model is not None else None
+        """Drop the model, processor and compiled grammars, and return their memory (CUDA cache included)."""
+        self.backend.release()
         self.model = None
         self.processor = None
-        self._table = None
-        self._constraints.clear()
-        free_memory(device)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     # -- generation -----------------------------------------------------------------------------------------
-    def _constraint(self, key: Any, schema: Any) -> ja.JsonConstraint:
-        if self._table is None:
-            tokenizer = self.processor.tokenizer
-            eos = self.model.generation_config.eos_token_id
-            eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
-            eos.append(tokenizer.convert_tokens_to_ids("<|im_end|>"))
-            self._table = ja.TokenTable(tokenizer, self.model.config.text_config.vocab_size, eos)
-        if key not in self._constraints:
-            self._constraints[key] = ja.JsonConstraint(schema, self._table)
-        return self._constraints[key]
-
-    def _encode(self, requests: Sequence[_Request]):
-        texts, images, videos, metadata = [], [], [], []
-        for request in requests:
-            messages = [{"role": "user", "content": request.content}]
-            texts.append(self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
-            images += [to_pil(im) for im in request.images]
-            if request.video is not None:
-                videos.append(np.asarray(request.video))
-                frames = len(request.video)
-                metadata.append({"fps": float(request.video_fps or 2.0), "total_num_frames": frames,
-                                 "frames_indices": list(range(frames))})
-        kwargs: dict[str, Any] = {"text": texts, "padding": True, "padding_side": "left", "return_tensors": "pt"}
-        if images:
-            kwargs["images"] = images
-        if videos:
-            kwargs["videos"] = videos
-            kwargs["video_metadata"] = metadata
-        return self.processor(**kwargs).to(self.device)
-
     def _generate(self, requests: Sequence[_Request], schema: Any, schema_key: Any, *, sample_seed: int | None):
-        """Raw answers (one string per request). Greedy when sample_seed is None, else seeded sampling."""
-        inputs = self._encode(requests)
+        """Raw answers (one string per request). Greedy when sample_seed is None, else seeded sampling.
+        schema_key names the schema (kept for callers; the backends cache grammars by the schema itself)."""
         max_new = min(ja.schema_max_chars(schema) + 1, self.config.max_new_tokens_cap)
-        kwargs: dict[str, Any] = {"max_new_tokens": max_new, "do_sample": sample_seed is not None}
-        if self.config.constrained:
-            kwargs["logits_processor"] = [ja.JsonLogitsProcessor(self._constraint(schema_key, schema),
-                                                                 len(requests))]
-        if sample_seed is not None:
-            torch.manual_seed(sample_seed)
-            kwargs.update(temperature=self.config.retry_temperature, top_p=0.9, top_k=50)
+        if sample_seed is None:
+            sampling = Sampling(max_new)
         else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, **kwargs)
-        new_tokens = out[:, inputs["input_ids"].shape[1]:]
-        return self.processor.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            sampling = Sampling(max_new, temperature=self.config.retry_temperature, top_p=0.9, top_k=50,
+                                seed=sample_seed)
+        json_schema = ja.to_json_schema(schema) if self.config.constrained else None
+        return [answers[0] for answers in self.backend.generate(requests, json_schema, sampling)]
 
     def _ask(self, requests: Sequence[_Request], schema: Any, schema_key: Any,
              parse: Callable[[str], Any]) -> list[TaskResult]:
@@ -299,7 +261,8 @@ class Qwen3VLAdapter:
     def describe_scene(self, frame0) -> TaskResult:
         """Stage 2: value = original_scene (str)."""
         schema = ja.Object((("scene", ja.Text(self.config.scene_chars, min_chars=1)),))
-        request = _Request([{"type": "image"}, {"type": "text", "text": self.prompts["describe_scene"]}], images=[frame0])
+        request = _Request([{"type": "image"}, {"type": "text", "text": self.prompts["describe_scene"]}],
+                           images=[frame0])
         return self._ask([request], schema, "scene", lambda a: ja.parse_text_field(a, "scene"))[0]
 
     def write_instruction(self, frame0, original_scene: str, theme: str, subtheme: str, scene: str) -> TaskResult:
