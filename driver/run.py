@@ -167,6 +167,8 @@ def run_pipeline(input: str | Path, out: str | Path, config: PipelineConfig, mod
     # Models first: a missing folder must stop the run before anything is written.
     if not (isinstance(models, str) and models == "tiny"):
         slots = sorted({slot for s in stage_list for slot in s.model_slots})
+        if config.edges.extractor == "lineart" and any(s.number == 5 for s in stage_list):
+            slots.append("lineart")  # stage 5's optional edge extractor, needed by this config
         check_models_dir(models, slots)
 
     with Manifest(out_layout.root / "manifest.sqlite") as manifest:

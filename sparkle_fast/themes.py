@@ -82,8 +82,9 @@ class Taxonomy:
 
     def sample_keyword(self, theme: str, sample_id: str, seed: int = 0) -> Keyword:
         """The (subtheme, scene) for one sample (our rule; Sparkle's paper says only that the VLM selects one at
-        random): uniform over subthemes, then over that subtheme's scenes, drawn from sha256(seed, theme, sample_id), so it is the same on every machine, run and Python version (no
-        hash randomisation) and independent of the order samples are processed in."""
+        random): uniform over subthemes, then over that subtheme's scenes, drawn from sha256(seed, theme,
+        sample_id), so it is the same on every machine, run and Python version (no hash randomisation) and
+        independent of the order samples are processed in."""
         subthemes = self._theme(theme)
         digest = hashlib.sha256(f"{seed}\x00{theme}\x00{sample_id}".encode()).digest()
         first, second = int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:16], "big")

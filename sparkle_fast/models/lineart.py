@@ -220,3 +220,28 @@ class LineartDetector:
                 raw[start:start + len(batch)] = (y * 255.0).clamp(0, 255).to(torch.uint8).cpu().numpy()
         out_h, out_w = size if size is not None else (height, width)
         return 255 - _resize(raw, int(out_h), int(out_w), cv2.INTER_LINEAR)
+
+
+class LineartSlot:
+    """Stage 5's line-art detector, loaded on first use (only runs with [edges] extractor = "lineart" need it):
+    models_source "tiny" gives LineartDetector.tiny(), a --models folder its lineart/ sub-folder (models/slots.py)."""
+
+    def __init__(self, models_source: Any):
+        self.models_source = models_source
+        self.detector: LineartDetector | None = None
+
+    def get(self, device: str | torch.device | None = None) -> LineartDetector:
+        if self.detector is None:
+            if isinstance(self.models_source, str) and self.models_source == "tiny":
+                self.detector = LineartDetector.tiny(device=device)
+            else:
+                from sparkle_fast.models.slots import SLOTS, check_model_folder
+
+                folder = check_model_folder("lineart", Path(self.models_source) / SLOTS["lineart"].subdir)
+                self.detector = LineartDetector.from_pretrained(folder, device=device)
+        return self.detector
+
+    def release(self) -> None:
+        if self.detector is not None:
+            self.detector.release()
+            self.detector = None

@@ -18,6 +18,8 @@
                            transformer/ (high noise), transformer_2/ (low noise), vae/, text_encoder/, tokenizer/;
                            optional lightx2v/ LoRAs as above
   DIR/wan22_vace/          optional alternative control backend: a diffusers WanVACEPipeline folder
+  DIR/lineart/             optional, for [edges] extractor = "lineart": ControlNet's line-art annotator files
+                           sk_model.pth (required then) and sk_model2.pth (the coarse model)
 
 `check_models_dir` reports every problem at once (slot, path, what is missing) as a ModelFolderError, so a run fails
 before its first sample instead of after an hour of stage 1.
@@ -246,6 +248,14 @@ def _check_wan22_vace(slot: str, folder: Path) -> list[str]:
     return check_wan_folder(slot, folder, "WanVACEPipeline")
 
 
+def _check_lineart(slot: str, folder: Path) -> list[str]:
+    """ControlNet's line-art annotator files (lllyasviel/Annotators): sk_model.pth, optionally sk_model2.pth."""
+    if not (folder / "sk_model.pth").is_file():
+        return [f"[{slot}] {folder / 'sk_model.pth'}: missing (the line-art generator's weights; sk_model2.pth, the "
+                "coarse model, is optional)"]
+    return []
+
+
 @dataclass(frozen=True)
 class ModelSlot:
     """One model the pipeline loads: its name, its sub-folder of --models DIR and the check of that folder."""
@@ -276,10 +286,13 @@ SLOTS: dict[str, ModelSlot] = {
                          "sparkle_fast.models.convert_videox_fun", _check_wan22_fun_control),
     "vace": ModelSlot("vace", "wan22_vace", "Wan2.2 VACE diffusers folder (WanVACEPipeline), alternative control "
                       "backend", _check_wan22_vace),
+    "lineart": ModelSlot("lineart", "lineart", "ControlNet's line-art annotator: sk_model.pth (+ sk_model2.pth), for "
+                         "[edges] extractor = \"lineart\"", _check_lineart),
 }
 
 
-# What a full pipeline run needs; "vace" is an alternative control backend, checked only when chosen.
+# What a full pipeline run needs; "vace" is an alternative control backend and "lineart" an alternative edge
+# extractor, each checked only when chosen.
 PIPELINE_SLOTS = ("vlm", "editor", "scorer", "sam3", "i2v", "control")
 
 

@@ -204,9 +204,24 @@ def save_tiny_models(root: str | os.PathLike, *, with_lora: bool = True, seed: i
     tracker, tracker_processor = tiny_sam3_tracker(seed)
     tracker.save_pretrained(root / SLOTS["sam3"].subdir)
     tracker_processor.save_pretrained(root / SLOTS["sam3"].subdir)
+    save_tiny_lineart(root / SLOTS["lineart"].subdir, seed=seed)
     if with_video_models:
         save_tiny_video_models(root, seed=seed)
     return root
+
+
+def save_tiny_lineart(folder: str | os.PathLike, *, seed: int = 0, width: int = 4, blocks: int = 1) -> Path:
+    """ControlNet's line-art files (sk_model.pth, coarse sk_model2.pth) for random generators of width `width` and
+    `blocks` residual blocks (the real ones: 64 and 3); models/lineart.py reads both sizes from the checkpoint."""
+    from sparkle_fast.models.lineart import COARSE_FILE, FINE_FILE, LineartGenerator
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng():
+        for offset, name in ((0, FINE_FILE), (1, COARSE_FILE)):
+            torch.manual_seed(seed + offset)
+            torch.save(LineartGenerator(width, blocks).state_dict(), folder / name)
+    return folder
 
 
 # --- Wan2.2 video generation (models/i2v.py, models/control.py) ---

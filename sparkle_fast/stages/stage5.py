@@ -1,7 +1,10 @@
 """Stage 5 (synthesize): the final video.
 
-  control   ops.control_video: Canny edges (canny.low / canny.high) of the source inside the BAIT mask (dilated by
-            canny.mask_dilate), of the background video outside -> edited_video_canny.mp4
+  control   edges of the source inside the BAIT mask (dilated by canny.mask_dilate), of the background video outside
+            -> edited_video_canny.mp4. [edges] extractor "canny" (default): ops.control_video, cv2.Canny with
+            canny.low / canny.high (VideoX-Fun's 100 / 200); "lineart": ControlNet's line-art annotator
+            (models/lineart.py, both videos in one batch) composed by ops.compose_edges. The paper's sentence names
+            both ("Canny edges ... using Lineart [5]"); the record says which ran ("edges").
   generate  Wan2.2 Fun-Control from the control video, edited frame 0 and the stage-2 prompt
   filter    EditScore on 4 uniformly spaced non-first frames ([1, 26, 51, 76] for 81); mean O_score >=
             thresholds.edited_video (Sparkle: 8) -> {theme}/edited_video/{id}.mp4; else rejected (the samples
@@ -35,10 +38,14 @@ class SynthesizeStage:
                 num_frames=9, height=32, width=32, num_inference_steps=4, guidance_scale=1.0,
                 max_sequence_length=64))
 
-        return load_slot_models(models_source, {
+        from sparkle_fast.models.lineart import LineartSlot
+
+        models = load_slot_models(models_source, {
             "control": (tiny_control, FunControlGenerator.from_pretrained),
             "scorer": (EditScoreAdapter.tiny, EditScoreAdapter.from_pretrained),
         })
+        models["lineart"] = LineartSlot(models_source)  # loaded on first use: only [edges] extractor = "lineart"
+        return models
 
     def release_models(self, models: Any) -> None:
         release_slot_models(models)
@@ -64,11 +71,32 @@ class SynthesizeStage:
         if shape != tuple(source.shape[:3]):
             return StageOutcome("failed", f"mask shape {shape} does not match the source video "
                                 f"{tuple(source.shape[:3])}", timing=timer.as_dict())
-        with timer.kernel():
-            control = ops.control_video(source, background, packed, config.canny.low, config.canny.high,
-                                        dilate=config.canny.mask_dilate)
-            if control.is_cuda:  # the launches are asynchronous: charge them to kernel, not to the write below
-                torch.cuda.synchronize(control.device)
+        edges = config.edges
+        if edges.extractor == "lineart":
+            edges_record = {"extractor": "lineart", "coarse": edges.lineart_coarse,
+                            "detect_resolution": edges.lineart_detect_resolution,
+                            "mask_dilate": config.canny.mask_dilate}
+            with timer.model():
+                detector = models["lineart"].get(device)
+                detector.batch_size = edges.lineart_batch
+                if tuple(background.shape[1:3]) != tuple(source.shape[1:3]):  # as ops.control_video does
+                    from sparkle_fast.ops.compose import resize_video_reference
+
+                    resized = resize_video_reference(background.cpu().numpy(), *source.shape[1:3])
+                    background = torch.from_numpy(resized).to(source.device)
+                both = torch.cat([source, background])
+                lines = detector(both, coarse=edges.lineart_coarse, detect_resolution=edges.lineart_detect_resolution)
+            with timer.kernel():
+                control = ops.compose_edges(lines[:len(source)], lines[len(source):], packed,
+                                            dilate=config.canny.mask_dilate)
+        else:
+            edges_record = {"extractor": "canny", "low": config.canny.low, "high": config.canny.high,
+                            "mask_dilate": config.canny.mask_dilate}
+            with timer.kernel():
+                control = ops.control_video(source, background, packed, config.canny.low, config.canny.high,
+                                            dilate=config.canny.mask_dilate)
+        if control.is_cuda:  # the launches are asynchronous: charge them to kernel, not to the write below
+            torch.cuda.synchronize(control.device)
         with timer.io():
             write_video(art("edited_video_canny"), control, fps=config.clip.fps)
 
@@ -86,7 +114,7 @@ class SynthesizeStage:
         mean = mean_overall(scored.value["editscore"])
         from sparkle_fast.models.slots import model_settings
 
-        record = {"mean_overall": mean, "jsonl": {"edited_video_score": scored.value},
+        record = {"mean_overall": mean, "edges": edges_record, "jsonl": {"edited_video_score": scored.value},
                   "control_settings": model_settings(models["control"]),  # what generated it ([control])
                   "editscore_passes": getattr(getattr(models["scorer"], "config", None), "passes", None)}
         threshold = config.thresholds.edited_video
