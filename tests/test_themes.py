@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from sparkle_fast import themes
@@ -59,3 +60,71 @@ def test_bad_theme_files_are_named(tmp_path):
         themes.load_themes(short)
     message = str(info.value)
     assert "short.toml" in message and "expected 10 distinct" in message and "missing theme [season]" in message
+
+
+def test_packaged_taxonomy_holds_every_subtheme_the_readme_shows():
+    taxonomy = themes.load_themes()
+    for theme, names in themes.README_SUBTHEMES.items():
+        missing = set(names) - set(taxonomy.subthemes(theme))
+        assert not missing, (theme, missing)
+    assert "era" in taxonomy.subthemes("style")
+    keywords = {k.chosen_keyword for theme in themes.KEYWORD_THEMES for k in taxonomy.keywords(theme)}
+    assert set(themes.README_KEYWORDS) <= keywords
+    assert sum(len(taxonomy.subthemes(t)) for t in themes.KEYWORD_THEMES) == 21  # the paper's count
+
+
+def _user_taxonomy(path):
+    lines = []
+    for theme in themes.KEYWORD_THEMES:
+        for sub in ("alpha", "beta", "gamma", "delta"):
+            scenes = ", ".join(f'"{theme} {sub} scene {i}"' for i in range(10))
+            lines.append(f"[{theme}.{sub}]\nscenes = [{scenes}]\n")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_a_users_file_replaces_the_taxonomy_in_stage_2(tmp_path):
+    """[run] themes_file: stage 2 draws the keyword from the user's file."""
+    from sparkle_fast import layout
+    from sparkle_fast.driver.config import ConfigError, load_config
+    from sparkle_fast.models.base import TaskResult
+    from sparkle_fast.stages import StageContext
+    from sparkle_fast.stages.base import Sample
+    from sparkle_fast.stages.stage2 import EditStage
+    from sparkle_fast.video import write_image
+
+    path = _user_taxonomy(tmp_path / "mine.toml")
+    config = load_config(overrides={"run.themes_file": str(path), "thresholds.edit_frame0": 0.0})
+
+    class VLM:
+        calls = []
+
+        def describe_scene(self, frame0):
+            return TaskResult(ok=True, value="a room")
+
+        def write_instruction(self, frame0, original_scene, theme, subtheme, scene):
+            self.calls.append((theme, subtheme, scene))
+            return TaskResult(ok=True, value=f"Make it {scene}.")
+
+    class Editor:
+        def try_edit(self, image, instruction, *, seed=None):
+            return TaskResult(ok=True, value=np.asarray(image))
+
+    class Scorer:
+        def score_edit(self, source, edited, instruction):
+            return TaskResult(ok=True, value={"prompt_following": 9.0, "consistency": 9.0, "perceptual_quality": 9.0,
+                                              "overall": 9.0, "SC_reasoning": "", "PQ_reasoning": ""})
+
+    out = layout.SparkleLayout(tmp_path / "out")
+    sample = Sample("Sparkle_season_000003", "season", "unused.mp4")
+    write_image(out.artifact("season", "source_frame0", sample.id), np.zeros((16, 16, 3), np.uint8))
+    vlm = VLM()
+    outcome = EditStage().run(sample, StageContext(out, config, {"vlm": vlm, "editor": Editor(), "scorer": Scorer()},
+                                                   {}))
+    assert outcome.status == "done", outcome.reason
+    theme, subtheme, scene = vlm.calls[0]
+    assert theme == "season" and subtheme in ("alpha", "beta", "gamma", "delta") and scene.startswith("season ")
+    assert outcome.record["chosen_keyword"] == f"{subtheme}: {scene}"
+    (tmp_path / "short.toml").write_text("[location.urban]\nscenes = ['a']\n")
+    with pytest.raises(ConfigError, match=r"run.themes_file: .*short.toml"):
+        load_config(overrides={"run.themes_file": str(tmp_path / "short.toml")})

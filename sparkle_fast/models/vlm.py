@@ -78,6 +78,11 @@ class PromptFileError(ValueError):
     """A prompts file that is missing, unreadable or not of the documented shape; the message names the file."""
 
 
+# The templates filled in with str.format (their literal braces are doubled); the others are used as they are.
+FORMATTED_PROMPTS = {"write_instruction": ("original_scene", "theme", "subtheme", "scene"),
+                     "background_caption": ("prompt",), "ground_per_frame": ("labels",)}
+
+
 def _placeholders(template: str) -> set[str]:
     import string
 
@@ -86,8 +91,9 @@ def _placeholders(template: str) -> set[str]:
 
 def load_prompts(path) -> dict[str, str]:
     """PROMPTS with the templates a TOML file overrides: top-level string keys among PROMPTS' names, e.g.
-    `describe_scene = "..."`. A template keeps its {placeholders} exactly (write_instruction: original_scene, theme,
-    subtheme, scene; background_caption: prompt; ground_per_frame: labels) and doubles literal braces ({{ }}).
+    `describe_scene = "..."`. The templates in FORMATTED_PROMPTS keep their {placeholders} exactly (write_instruction:
+    original_scene, theme, subtheme, scene; background_caption: prompt; ground_per_frame: labels) and double literal
+    braces ({{ }}); the others are sent as written.
     The JSON answer shape is enforced by schema-constrained decoding whatever the text says."""
     import tomllib
     from pathlib import Path
@@ -105,15 +111,17 @@ def load_prompts(path) -> dict[str, str]:
             problems.append(f"unknown prompt {key!r} (known: {', '.join(PROMPTS)})")
         elif not isinstance(value, str) or not value.strip():
             problems.append(f"{key} must be a non-empty string")
-        else:
+        elif key in FORMATTED_PROMPTS:
             try:
                 found = _placeholders(value)
             except ValueError as exc:
                 problems.append(f"{key}: not a valid template ({exc}); write literal braces as {{{{ and }}}}")
                 continue
-            wanted = _placeholders(PROMPTS[key])
+            wanted = set(FORMATTED_PROMPTS[key])
             if found != wanted:
                 problems.append(f"{key} must use the placeholders {sorted(wanted)}, found {sorted(found)}")
+            prompts[key] = value
+        else:
             prompts[key] = value
     if problems:
         raise PromptFileError(f"{path}: " + "; ".join(problems))
