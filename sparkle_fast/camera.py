@@ -481,22 +481,34 @@ def _track_chained(grays: list, points, valid, th: CameraThresholds) -> _DirectT
 
     n_pairs = [g.shape[0] - 1 for g in grays]
     first_row = [int(x) for x in np.cumsum([0] + n_pairs[:-1])]
+    device = points.device
     where = points.clone()
     alive = valid.clone()
-    rows_dst = torch.empty((sum(n_pairs),) + tuple(points.shape[1:]), dtype=points.dtype, device=points.device)
-    rows_tracked = torch.empty((sum(n_pairs), points.shape[1]), dtype=torch.bool, device=points.device)
-    for k in range(max(n_pairs)):
-        members = [c for c, n in enumerate(n_pairs) if n > k]
-        idx = torch.tensor(members, device=points.device)
-        prev = torch.stack([grays[c][k] for c in members])
-        nxt = torch.stack([grays[c][k + 1] for c in members])
+    rows_dst = torch.empty((sum(n_pairs),) + tuple(points.shape[1:]), dtype=points.dtype, device=device)
+    rows_tracked = torch.empty((sum(n_pairs), points.shape[1]), dtype=torch.bool, device=device)
+    # Every step's clips and output rows, uploaded once (a per-step upload would sync with the device every step);
+    # the clips' frames side by side in one tensor, so a step's frame pairs are one gather, not a per-clip stack.
+    steps = max(n_pairs)
+    members_of = [[c for c, n in enumerate(n_pairs) if n > k] for k in range(steps)]
+    sizes = [len(m) for m in members_of]
+    clip_index = torch.from_numpy(np.concatenate([np.asarray(m, np.int64) for m in members_of])).to(device)
+    row_index = torch.from_numpy(np.concatenate([np.asarray([first_row[c] + k for c in m], np.int64)
+                                                 for k, m in enumerate(members_of)])).to(device)
+    frame_of_step = torch.from_numpy(np.concatenate([np.full(n, k, np.int64) for k, n in enumerate(sizes)])).to(device)
+    padded = torch.stack([torch.cat([g, g[-1:].expand(steps + 1 - g.shape[0], *g.shape[1:])]) for g in grays])
+    offsets = np.cumsum([0] + sizes)
+    for k in range(steps):
+        part = slice(int(offsets[k]), int(offsets[k + 1]))
+        idx, rows = clip_index[part], row_index[part]  # the clips that have a step k; row (clip, t = k + 1)
+        frame = frame_of_step[part]
+        prev = padded[idx, frame]
+        nxt = padded[idx, frame + 1]
         pts = where[idx]
         fwd, st_f, _ = track_points(prev, nxt, pts, window=th.window, max_level=th.max_level)
         back, st_b, _ = track_points(nxt, prev, fwd, window=th.window, max_level=th.max_level)
         ok = alive[idx] & st_f & st_b & ((back - pts).norm(dim=-1) <= th.fb_threshold_px)
         where[idx] = torch.where(ok[..., None], fwd, pts)
         alive[idx] = ok
-        rows = torch.tensor([first_row[c] + k for c in members], device=points.device)  # row (clip, t = k + 1)
         rows_dst[rows], rows_tracked[rows] = fwd, ok
     repeat = torch.tensor(n_pairs, device=points.device)
     return _DirectTracks(points.repeat_interleave(repeat, dim=0), rows_dst, rows_tracked, np.asarray(valid.cpu()),

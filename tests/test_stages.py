@@ -12,11 +12,11 @@ from sparkle_fast.driver.config import load_config
 from sparkle_fast.layout_check import RECORD_SCHEMAS, schema_problems
 from sparkle_fast.models.base import TaskResult
 from sparkle_fast.models.slots import ModelFolderError
-from sparkle_fast.stages import StageContext, all_stages
+from sparkle_fast.stages import StageContext, StageOutcome, all_stages
 from sparkle_fast.stages.base import Sample
 from sparkle_fast.stages.stage1 import CollectStage
 from sparkle_fast.stages.stage2 import EditStage
-from sparkle_fast.video import probe, read_image, write_video
+from sparkle_fast.video import probe, read_image, write_image, write_video
 
 CONFIG = load_config(overrides={"clip.width": 96, "clip.height": 64, "clip.max_frames": 17})
 
@@ -146,3 +146,101 @@ def test_stage2_openve3m_uses_the_given_prompt(tmp_path):
                                                           "scorer": FakeScorer(9.0)}, {1: {}}))
     assert outcome.status == "done" and outcome.record["prompt"] == "Make it snow."
     assert outcome.record["chosen_keyword"] is None and not [c for c in vlm.calls if c[0] == "instruction"]
+
+
+# --- which implementation each stage's ops reached (runner records "backends") -------------------------------------
+
+
+class FakeGrounder:
+    def ground_per_frame(self, frames, labels):
+        return TaskResult(ok=True, value=[[{"bbox_2d": [200, 200, 700, 800], "label": label} for label in labels]
+                                          for _ in frames])
+
+
+class FakeControl:
+    def try_generate(self, control, start_image, prompt, *, seed=None, num_frames=None, height=None, width=None):
+        return TaskResult(ok=True, value=np.asarray(control.cpu()).copy())
+
+
+class FakeFrameScorer:
+    def score_frames(self, source_frames, edited_frames, instruction, *, passes=None):
+        return TaskResult(ok=True, value=[{"SC_score": 9.0, "PQ_score": 9.0, "O_score": 9.0, "SC_score_reasoning": "",
+                                           "PQ_score_reasoning": "", "SC_raw_output": "", "PQ_raw_output": ""}
+                                          for _ in source_frames])
+
+
+def _with_models(stage, models):
+    """The stage with its load_models replaced by ready stand-ins."""
+    stage.load_models = lambda source: models
+    stage.release_models = lambda loaded: None
+    return stage
+
+
+class _EditStub:
+    """Stage 2/3 stand-in: writes the artifacts and records later stages read (no kernel op)."""
+
+    model_slots = ()
+
+    def __init__(self, number):
+        self.number, self.name = number, f"stub{number}"
+
+    def load_models(self, source):
+        return None
+
+    def release_models(self, models):
+        pass
+
+    def run(self, sample, context):
+        from sparkle_fast.video import read_frames
+
+        art = lambda kind: context.layout.artifact(sample.theme, kind, sample.id)  # noqa: E731
+        frames = read_frames(art("source_video")).frames.numpy()
+        if self.number == 2:
+            write_image(art("edited_frame0"), 255 - frames[0])
+            return StageOutcome.done({"prompt": "Replace the background with a beach."})
+        write_video(art("edited_background_video"), frames[::-1].copy(), fps=16)
+        return StageOutcome.done({"r1": {"round1_labels": ["person"],
+                                         "round1_objects": [{"bbox_2d": [200, 200, 700, 800], "label": "person"}]}})
+
+
+@pytest.mark.parametrize("pinned", [None, "triton"])
+def test_runner_records_the_implementation_each_stage_reached(tmp_path, monkeypatch, pinned):
+    """A run through stages 1, 4 and 5 (2 and 3 stand-ins) records per stage the ops it called and where they ran:
+    the references on the CPU by default; the Triton kernels (here under the interpreter) when the run is pinned with
+    SPARKLE_FAST_BACKEND=triton, except find_homographies, which has no Triton kernel and resolves as auto."""
+    from sparkle_fast import camera
+    from sparkle_fast.bait import ScriptedTracker
+    from sparkle_fast.driver.manifest import Manifest, SampleRow
+    from sparkle_fast.driver.runner import LocalRunner
+    from sparkle_fast.stages import stage1
+    from sparkle_fast.stages.stage4 import BaitStage
+    from sparkle_fast.stages.stage5 import SynthesizeStage
+
+    if pinned:
+        monkeypatch.setenv("SPARKLE_FAST_BACKEND", pinned)
+    # a small point grid: the Triton interpreter takes seconds per Lucas-Kanade program
+    small = camera.CameraThresholds(cells=(4, 6), refine_cells=(4, 6))
+    monkeypatch.setattr(stage1, "_thresholds", lambda config: small)
+    sample = SampleRow("Sparkle_time_000000", "time", _clip(tmp_path, "static"), None)
+
+    def square(anchor, index, frame, reverse):
+        mask = np.zeros((64, 96), bool)
+        mask[20:44, 30:60] = True
+        return mask
+
+    stages = [_with_models(CollectStage(), {"vlm": FakeVLM()}), _EditStub(2), _EditStub(3),
+              _with_models(BaitStage(), {"vlm": FakeGrounder(), "sam3": ScriptedTracker(square)}),
+              _with_models(SynthesizeStage(), {"control": FakeControl(), "scorer": FakeFrameScorer()})]
+    out = layout.SparkleLayout(tmp_path / "out")
+    with Manifest(tmp_path / "out" / "manifest.sqlite") as manifest:
+        manifest.add_samples([sample])
+        LocalRunner(chunk_size=4, max_attempts=1).run(stages, manifest, out, CONFIG, "tiny")
+        results = {n: manifest.result(sample.id, n) for n in range(1, 6)}
+    assert [results[n].status for n in range(1, 6)] == ["done"] * 5, [results[n].reason for n in range(1, 6)]
+    backends = {n: results[n].record.get("backends") for n in range(1, 6)}
+    want = pinned or "reference"
+    assert backends[1] == {"rgb_to_gray": want, "select_points": want, "track_points": want}
+    assert backends[2] is None and backends[3] is None  # no kernel op: no entry
+    assert backends[4] == {"pack_bits": want, "unpack_bits": want, "vote_and_pack": want}
+    assert backends[5] == {"control_video": want}
+    assert out.artifact("time", "edited_video_canny", sample.id).exists()
