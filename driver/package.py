@@ -134,7 +134,8 @@ def read_run(out: Path) -> RunView:
         rejected.append({"id": sample.id, "theme": sample.theme, "stage": number, "stage_name": STAGE_NAMES[number],
                          "status": result.status, "reason": result.reason, "score": result.score,
                          "prompt": (edits.get(sample.id) or {}).get("prompt") or sample.prompt,
-                         "src_video": sample.src_video, "records": sample_lines})
+                         # the input's file name only: a path on the run's machine means nothing to a downloader
+                         "src_video": Path(sample.src_video).name, "records": sample_lines})
     return RunView({t: sorted(ids) for t, ids in kept.items()}, edits, lines, rejected, pending, config or {},
                    {s.id: s.theme for s in samples})
 
@@ -485,8 +486,8 @@ def dataset_card(view: RunView, state: dict, models: str | os.PathLike | None) -
     out = ["# Sparkle-format video background-replacement dataset", "",
            f"Packaged by sparkle-fast {__version__} from one pipeline run, in the layout of the Sparkle release "
            "(https://huggingface.co/datasets/stdKonjac/Sparkle): "
-           f"{kept_total} kept source-edited pairs, {len(view.rejected)} samples not kept "
-           f"(listed in `{names.REJECTED}`), {view.pending} still in progress when packaged (not included).", "",
+           f"{kept_total} kept source-edited pair(s); {len(view.rejected)} sample(s) not kept "
+           f"(listed in `{names.REJECTED}`); {view.pending} still in progress when packaged (not included).", "",
            "## Samples per theme", "", "| theme | kept |", "|---|---|"]
     out += [f"| {theme} | {len(view.kept.get(theme, []))} |" for theme in layout_mod.THEMES if theme in view.kept]
     out += ["", "## Samples per subtheme and scene", "", "| theme | subtheme | scene | kept |", "|---|---|---|---|"]
