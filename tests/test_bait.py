@@ -117,6 +117,31 @@ def test_lockstep_order_steps_each_frame_for_all_passes_together():
     assert tracker.calls.index(next(c for c in tracker.calls if c[1])) == len(forward)  # forward sweep first
 
 
+@pytest.mark.parametrize("size", [(12, 20), (11, 13)])
+def test_vote_runs_through_the_ops_with_packed_or_bool_passes(size):
+    """The vote is ops.vote_and_pack (recorded by record_backends): over passes bit-packed frame by frame when a
+    frame's H*W is a multiple of 8 (12x20), over bool passes otherwise (11x13, frames not byte-aligned)."""
+    from sparkle_fast.ops._dispatch import record_backends
+
+    h, w = size
+
+    def script(anchor, obj, frame, reverse):
+        return np.random.default_rng([7, anchor, obj, frame, int(reverse)]).random((h, w)) < 0.5
+
+    grounding = [[box("a", [0, 0, 999, 999])], [box("a", [100, 100, 600, 600])], [box("a", [0, 0, 500, 999])]]
+    with record_backends() as used:
+        result = run_bait(ScriptedTracker(script), frames(h=h, w=w), grounding)
+    stack = np.zeros((3, T, h, w), bool)  # anchors 0, 8, 16; the pass from frame 0 has no backward half
+    for i, anchor in enumerate((0, 8, 16)):
+        for f in range(T):
+            if f >= anchor or anchor > 0:
+                stack[i, f] = script(anchor, 0, f, f < anchor)
+    assert result.ok
+    np.testing.assert_array_equal(result.mask(), stack.sum(axis=0) >= 2)
+    assert used["vote_and_pack"] == "reference"
+    assert ("pack_bits" in used) == ((h * w) % 8 == 0)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_vote_equals_union_then_strict_majority(seed):
     rng = np.random.default_rng(seed)
