@@ -1,13 +1,20 @@
 """Check an output folder against Sparkle's released layout and schemas, so trainers (Kiwi-Edit, ...) read it as is.
 
     problems = check_dataset("out/")      # [] when everything conforms; else one message per problem
+    problems = check_dataset("release/")  # a folder from `sparkle-fast package`: check_release
 
-What is checked, per theme that has a train CSV:
-  * prompts/{theme}_train.csv has exactly the columns prompt, src_video, tgt_video, task; every path exists; ids are
-    Sparkle_{theme}_NNNNNN; the metadata jsonl has one record per CSV row with Sparkle's fields and edit_type.
-  * every jsonl under intermediate_data/{theme}/ that exists follows its README schema (field names and types).
-  * each CSV sample's source and edited videos are 16 fps with 4k+1 frames and the same size and length; its mask
-    npz loads with Sparkle's recipe and has the source video's (T, H, W); its intermediate PNGs and videos exist.
+What is checked, per theme that has a train CSV (a run's working folder):
+  * prompts/{theme}_train.csv has exactly the columns prompt, src_video, tgt_video, task and at least one row; every
+    path exists; ids are Sparkle_{theme}_NNNNNN; the metadata jsonl has one record per CSV row with Sparkle's fields
+    and edit_type.
+  * every jsonl under intermediate_data/{theme}/ that exists follows its README schema (field names and types);
+    edited_video_score lines name 4 distinct non-first frames inside the video.
+  * each CSV sample's videos follow the run's clip spec (config.json: fps, 4k+1 frames, at most max_frames, width x
+    height; without a config.json, 16 fps and 4k+1), the edited, background and Canny videos have the source's size
+    and length; its mask npz loads with Sparkle's recipe and has the source video's (T, H, W); its intermediate PNGs
+    and videos exist.
+A release is checked as a downloader gets it (check_release): shard names and members, SHA256SUMS, orphans, truncated
+tars, and the same media checks on the files inside the shards. docs/RELEASE.md lists every check.
 """
 
 from __future__ import annotations
