@@ -3,7 +3,10 @@
 Folder: every file with a video suffix, sorted by path; each gets a theme drawn deterministically from the run's
 themes (from the seed and the file's content hash, so adding files never reshuffles earlier ones).
 CSV: columns src_video (required; relative paths are relative to the CSV), prompt and theme (optional; a prompt
-is required for the openve3m theme, whose prompts come with the input).
+is required for the openve3m theme, whose prompts come with the input). OpenVE-3M source/edited pairs (a CSV with an
+edited_video or tgt_video column) go through the paper's EditScore pre-filter first: `sparkle-fast openve3m-filter`
+(driver/openve3m.py) writes the kept pairs as an input CSV of this form (theme openve3m); given here directly, such a
+CSV is refused with that instruction.
 
 The same video listed twice (same content) is one sample. Within a theme, ids are numbered in input order:
 Sparkle_{theme}_000000, ... A bad CSV row is reported with its line number and skipped; it never stops the run.
@@ -81,6 +84,12 @@ def _read_csv(path: Path, themes: list[str]):
     entries, problems = [], []
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
+        from .openve3m import EDITED_COLUMNS
+
+        if any(name in (reader.fieldnames or []) for name in EDITED_COLUMNS):
+            raise ValueError(f"{path}: has an edited-video column ({', '.join(EDITED_COLUMNS)}): an OpenVE-3M pairs "
+                             f"file. Filter it first: sparkle-fast openve3m-filter {path} --out KEPT.csv (EditScore at "
+                             "2 FPS, mean overall >= 8), then --input KEPT.csv --themes openve3m")
         if "src_video" not in (reader.fieldnames or []):
             raise ValueError(f"{path}: no src_video column (found {reader.fieldnames}); expected src_video[, "
                              "prompt, theme]")

@@ -6,4 +6,4 @@ command module. To add a command, add its module name to COMMAND_MODULES.
 """
 
 COMMAND_MODULES = ("info", "vote_demo", "validate", "bait", "camera_motion", "run", "demo", "export_bench", "package", "plan", "eval",
-                   "engines", "selftest", "check_models")
+                   "engines", "selftest", "check_models", "openve3m_filter")
