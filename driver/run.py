@@ -170,6 +170,9 @@ def run_pipeline(input: str | Path, out: str | Path, config: PipelineConfig, mod
         if config.edges.extractor == "lineart" and any(s.number == 5 for s in stage_list):
             slots.append("lineart")  # stage 5's optional edge extractor, needed by this config
         check_models_dir(models, slots)
+        from sparkle_fast.models.check import check_run_settings
+
+        check_run_settings(models, config, slots)  # e.g. [i2v] mode "distilled" without the LightX2V LoRAs
 
     with Manifest(out_layout.root / "manifest.sqlite") as manifest:
         added = manifest.add_samples(samples)

@@ -104,11 +104,16 @@ def test_broken_folder_exits_non_zero_naming_each_problem(models_dir, tmp_path, 
     assert reports["i2v"].status == "wrong" and any("mode 'distilled'" in p for p in reports["i2v"].problems)
     code, out = _run(root, capsys)
     assert code == 1 and "vlm: DIFFERS  Qwen3-VL-8B" in out and "control: WRONG" in out
-    # The stock schedule needs no LoRA: with that config the i2v slot is no longer wrong.
+    # `sparkle-fast run` refuses the same before any work; the stock schedule needs no LoRA.
+    from sparkle_fast.driver.config import load_config
+    from sparkle_fast.models.slots import ModelFolderError
+
+    with pytest.raises(ModelFolderError, match=r"\[i2v\].*needs the distillation LoRAs"):
+        check.check_run_settings(root, load_config(), ["i2v", "control"])
     config = tmp_path / "stock.toml"
     config.write_text('[i2v]\nmode = "stock"\n')
-    stock = {r.slot: r for r in check.check_models(root, __import__("sparkle_fast.driver.config",
-                                                                    fromlist=["load_config"]).load_config(config))}
+    check.check_run_settings(root, load_config(config), ["i2v", "control"])
+    stock = {r.slot: r for r in check.check_models(root, load_config(config))}
     assert stock["i2v"].status == "differs" and not stock["i2v"].problems
 
 

@@ -325,3 +325,34 @@ def format_report(reports: list[SlotReport]) -> str:
     lines.append(f"{len(reports)} slot(s): {len(wrong)} wrong{' (' + ', '.join(wrong) + ')' if wrong else ''}, "
                  f"{len(differs)} differ from Sparkle's setup{' (' + ', '.join(differs) + ')' if differs else ''}")
     return "\n".join(lines)
+
+
+def run_settings_problems(root: str | os.PathLike, config, slots) -> list[str]:
+    """What in the run config's [i2v] / [control] settings the --models folder cannot run (the distilled schedule
+    without its LoRAs, a named LoRA file missing), for the check before any work."""
+    from sparkle_fast.models.control import FunControlConfig
+    from sparkle_fast.models.i2v import I2VConfig, distillation_problem, settings_from_section
+
+    problems = []
+    for slot, base in (("i2v", I2VConfig()), ("control", FunControlConfig())):
+        section = getattr(config, slot, None)
+        if slot not in slots or section is None:
+            continue
+        try:
+            settings = settings_from_section(section, base, config.run.seed)
+        except ValueError as exc:
+            problems.append(f"[{slot}] {exc}")
+            continue
+        problem = distillation_problem(slot, Path(root) / SLOTS[slot].subdir, settings)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def check_run_settings(root: str | os.PathLike, config, slots) -> None:
+    """ModelFolderError listing run_settings_problems, if any (called by `sparkle-fast run` before any work)."""
+    from sparkle_fast.models.slots import ModelFolderError
+
+    problems = run_settings_problems(root, config, slots)
+    if problems:
+        raise ModelFolderError(problems)
