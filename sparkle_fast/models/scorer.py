@@ -7,10 +7,11 @@ editscore.EditScore builds the SC prompt (editing success + over-editing, two im
 then averages every field over the passes ("average_last": overall is the mean of the per-pass O, not
 sqrt(mean SC * mean PQ)). Pass i samples with seed + i.
 
-Passes (Sparkle's): the README's published records are reproduced exactly by 4 passes averaged at score range 25
-and by no other pass count (one pass can only give multiples of 0.4, and overall = sqrt(min(SC) * PQ)); see
-docs in /work/shared/FACTS.md section 2 and tests/test_models_scorer.py. ScorerConfig.passes defaults to 4; the run
-config's [scorer] passes sets it per call.
+Passes (Sparkle's): the release README's published records are reproduced exactly by 4 passes averaged at score
+range 25, each per-frame record by exactly one set of per-pass answers, and by no smaller pass count (one pass can
+only give multiples of 0.4, and overall = sqrt(min(SC) * PQ)); tests/test_models_scorer.py searches the per-pass
+answers and feeds them through this adapter. ScorerConfig.passes defaults to 4; the run config's [scorer] passes sets
+it (use_run_config), a call's passes= overrides it.
 
 One batched call: editscore asks its model for one answer at a time (evaluate: SC then PQ, pass after pass) or one
 batch per pass (batch_evaluate). We run editscore's own code twice over a `_Recorder` model object: the first run
@@ -30,6 +31,7 @@ Thresholds (stage 2: 8, stage 3: 8.5, stage 5: mean of 4 frames >= 8) belong to 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -39,8 +41,7 @@ from typing import Any
 import torch
 
 from sparkle_fast.models import json_answers as ja
-from sparkle_fast.models.base import TaskResult, free_memory, pick_device, pick_dtype, to_pil
-from sparkle_fast.models.seeded_sampler import SeededRowSampler
+from sparkle_fast.models.base import TaskResult, pick_device, pick_dtype, to_pil
 from sparkle_fast.models.slots import check_model_folder
 
 # Sparkle's pass count (derived from the README's records, FACTS.md section 2).
@@ -123,13 +124,17 @@ class EditScoreAdapter:
     """EditScore over a VLM backbone. score_edit -> edited_frame0_score fields; score_frames -> edited_video_score's
     per-frame records. Images: PIL or uint8 (H, W, 3)."""
 
-    def __init__(self, model, processor, config: ScorerConfig | None = None, *, backbone_type: str = "qwen3_vl"):
+    def __init__(self, model=None, processor=None, config: ScorerConfig | None = None, *,
+                 backbone_type: str = "qwen3_vl", backend=None):
+        from sparkle_fast.models.vlm_backends.transformers_backend import TransformersBackend
+
         self.model = model
         self.processor = processor
         self.config = config or ScorerConfig()
         self.backbone_type = backbone_type
+        # Where answers come from (models/vlm_backends): this model in-process unless a vllm / openai backend is given.
+        self.backend = backend or TransformersBackend(model, processor, prompt_renderer=self._render)
         self._scorers: dict[int, Any] = {}
-        self._constraint: ja.JsonConstraint | None = None
         self._schema = ja.Object((("reasoning", ja.Text(self.config.reasoning_chars)),
                                   ("score", ja.Array(item=ja.Integer(0, self.config.score_range),
                                                      min_items=2, max_items=2))))
@@ -144,6 +149,9 @@ class EditScoreAdapter:
         folder = check_model_folder("scorer", folder)
         backbone = folder / "backbone"
         backbone_type = json.loads((backbone / "config.json").read_text())["model_type"]
+        remote = cls._remote_backend(folder, backbone, backbone_type)
+        if remote is not None:
+            return cls(config=config, backbone_type=backbone_type, backend=remote)
         if backbone_type == "qwen2_5_vl":
             from transformers import Qwen2_5_VLForConditionalGeneration as model_class
         else:
@@ -165,12 +173,36 @@ class EditScoreAdapter:
         model, processor = tiny_qwen3_vl(seed)
         return cls(model, processor, config or ScorerConfig(reasoning_chars=16, max_new_tokens=64))
 
+    def use_run_config(self, run_config) -> None:
+        """Take the run config's [scorer] passes (the runner calls this after loading the stage's models)."""
+        section = getattr(run_config, "scorer", None)
+        if section is not None:
+            self.config = dataclasses.replace(self.config, passes=self._passes(section.passes))
+
+    @staticmethod
+    def _remote_backend(folder, backbone, backbone_type: str):
+        """The vllm / openai backend the [vlm] settings choose (vlm_backends.use_settings), or None. vllm loads the
+        backbone with the LoRA merged once into a cached folder (vlm_backends.lora)."""
+        from sparkle_fast.models.vlm_backends import backend_from_settings, current_settings
+
+        settings = current_settings()
+        model_folder = backbone
+        if getattr(settings, "backend", "transformers") == "vllm" and (folder / "lora").is_dir():
+            from sparkle_fast.models.vlm_backends.lora import merged_lora_folder
+
+            model_folder = merged_lora_folder(backbone, folder / "lora", settings.merged_cache or folder / "merged")
+        renderer = None
+        if backbone_type == "qwen2_5_vl":
+            from editscore.mllm_tools.qwen25vl import apply_chat_template
+
+            def renderer(request):
+                return apply_chat_template(request.content[-1]["text"], num_images=len(request.images))
+        return backend_from_settings("scorer", model_folder, settings, prompt_renderer=renderer)
+
     def release(self) -> None:
-        device = self.device if self.model is not None else None
+        self.backend.release()
         self.model = None
         self.processor = None
-        self._constraint = None
-        free_memory(device)
 
     @property
     def device(self) -> torch.device:
@@ -187,38 +219,29 @@ class EditScoreAdapter:
         return self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
                                                   tokenize=False)
 
+    def _render(self, request) -> str:
+        """The prompt text of a backend request (transformers backend): _text of its images and prompt."""
+        return self._text(request.images, request.content[-1]["text"])
+
     def _generate(self, requests: Sequence[ScoreRequest]) -> list[str]:
-        """One answer per request, from one batched generate call; row i samples with requests[i].seed only
-        (SeededRowSampler), so the answers equal those of one call per request."""
+        """One answer per request, from one batched backend call; request i samples with requests[i].seed only
+        (the transformers backend's SeededRowSampler, a server's per-request seed), so the answers do not depend on
+        the batch. Temperature 0 makes every pass greedy (the backend-equality tests use it)."""
+        from sparkle_fast.models.vlm_backends import Sampling, VLMRequest
+
         if not requests:
             return []
-        texts = [self._text(r.images, r.prompt) for r in requests]
-        images = [im for r in requests for im in r.images]
-        encoded = self.processor(text=texts, images=images, padding=True, padding_side="left",
-                                 return_tensors="pt").to(self.device)
-        processors: list[Any] = []
-        if self.config.constrained:
-            if self._constraint is None:
-                eos = self.model.generation_config.eos_token_id
-                eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
-                eos.append(self.processor.tokenizer.convert_tokens_to_ids("<|im_end|>"))
-                vocab = getattr(self.model.config, "text_config", self.model.config).vocab_size
-                self._constraint = ja.JsonConstraint(self._schema, ja.TokenTable(self.processor.tokenizer, vocab, eos))
-            processors.append(ja.JsonLogitsProcessor(self._constraint, len(texts)))
-        processors.append(SeededRowSampler([r.seed for r in requests], temperature=self.config.temperature,
-                                           top_k=self.config.top_k, top_p=self.config.top_p))
+        batch = [VLMRequest([{"type": "image"} for _ in r.images] + [{"type": "text", "text": r.prompt}],
+                            images=list(r.images), seed=r.seed) for r in requests]
         max_new = self.config.max_new_tokens
         if self.config.constrained:
             max_new = min(max_new, ja.schema_max_chars(self._schema) + 1)
-        # Greedy over the sampler's one finite token per row = the row's own seeded sample.
-        kwargs: dict[str, Any] = dict(do_sample=False, temperature=None, top_p=None, top_k=None,
-                                      max_new_tokens=max_new, logits_processor=processors)
+        sampling = Sampling(max_new, temperature=self.config.temperature, top_p=self.config.top_p,
+                            top_k=self.config.top_k)
+        json_schema = ja.to_json_schema(self._schema) if self.config.constrained else None
         self.generate_calls += 1
-        with torch.inference_mode():
-            out = self.model.generate(**encoded, **kwargs)
-        answers = self.processor.batch_decode(out[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True,
-                                              clean_up_tokenization_spaces=False)
-        return [a.strip() for a in answers]
+        answers = self.backend.generate(batch, json_schema, sampling)
+        return [a[0].strip() for a in answers]
 
     def _generate_all(self, requests: Sequence[ScoreRequest]) -> list[str]:
         """_generate in calls of at most config.batch_size rows (one call when they fit)."""
