@@ -131,6 +131,13 @@ class Sam3Tracker:
         model, processor = tiny_sam3_tracker(seed, image_size)
         return cls(model, processor, device=device)
 
+    def use_run_config(self, run_config) -> None:
+        """Run the image encoder as the run config's [engines] sam3 says (torch | compile | tensorrt | onnxruntime,
+        sparkle_fast.engines); EngineUnavailable when that cannot run here (e.g. tensorrt without TensorRT)."""
+        from sparkle_fast.engines.plug import use_run_config_engines
+
+        use_run_config_engines(self, run_config)
+
     def release(self) -> None:
         """Drop the model and return its memory (before the next stage loads its models)."""
         device = self.device
