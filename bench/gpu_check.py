@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     selftest_json = RESULTS / f"selftest-{device_slug()}.json"
     run_step("selftest", [python, "-m", "sparkle_fast.driver.cli", "selftest", "--out", str(selftest_json)],
-             left(300), steps)
+             left(280), steps)
 
     test_files, skipped_files = [], {}
     for path in sorted((ROOT / "tests").glob("test_*.py")):
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                   "detail": skipped_files})
     if test_files:
         run_step("gpu tests", [python, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *test_files],
-                 left(240), steps)
+                 left(150), steps)
 
     for script in BENCH_SCRIPTS:
         path = ROOT / "bench" / f"{script}.py"
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             steps.append({"step": f"bench/{script}.py", "status": "skip", "detail": f"needs {', '.join(missing)}"})
             continue
-        done = run_step(f"bench/{script}.py", [python, str(path), "--repeat", "5"], left(90), steps)
+        done = run_step(f"bench/{script}.py", [python, str(path), "--repeat", "5"], left(60), steps)
         absent = re.search(r"ModuleNotFoundError: No module named '([^']+)'", steps[-1].get("tail", "")) \
             if done is not None and done.returncode != 0 else None
         if absent:  # a module this machine lacks, imported through sparkle_fast: not the script's failure

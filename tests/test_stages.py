@@ -244,3 +244,21 @@ def test_runner_records_the_implementation_each_stage_reached(tmp_path, monkeypa
     assert backends[4] == {"pack_bits": want, "unpack_bits": want, "vote_and_pack": want}
     assert backends[5] == {"control_video": want}
     assert out.artifact("time", "edited_video_canny", sample.id).exists()
+
+
+def test_record_backends_nests_and_a_pinned_backend_an_op_lacks_resolves_as_auto(monkeypatch):
+    """ops._dispatch: every open record_backends() log sees a call; SPARKLE_FAST_BACKEND=triton leaves an op without a
+    Triton kernel (find_homographies) on its own choice, while asking for that backend by name is a clear error."""
+    from sparkle_fast import ops
+    from sparkle_fast.ops._dispatch import BackendUnavailableError, record_backends
+
+    src = np.random.default_rng(0).uniform(0, 100, (1, 24, 2)).astype(np.float32)
+    monkeypatch.setenv("SPARKLE_FAST_BACKEND", "triton")
+    with record_backends() as outer:
+        ops.pack_bits(np.ones(9, bool), backend="reference")
+        with record_backends() as inner:
+            ops.find_homographies(src, src + 1)
+    assert inner == {"find_homographies": "reference"}
+    assert outer == {"find_homographies": "reference", "pack_bits": "reference"}
+    with pytest.raises(BackendUnavailableError, match="find_homographies has no 'triton' implementation"):
+        ops.find_homographies(src, src + 1, backend="triton")

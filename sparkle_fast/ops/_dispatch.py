@@ -151,6 +151,9 @@ def _resolve_backend(backend: str | None, kind: ArrayKind, op: str, gpu_preferen
             backend = "auto"
     if backend not in BACKENDS:
         raise ValueError(f"{op}: unknown backend {backend!r} from the {source}; expected one of {', '.join(BACKENDS)}")
+    if backend not in ("auto", "reference") and backend not in gpu_preference:
+        raise BackendUnavailableError(f"{op} has no {backend!r} implementation (it has: reference, "
+                                      f"{', '.join(gpu_preference)}); use one of those or 'auto'")
 
     if backend == "auto":
         if not kind.is_cuda:
