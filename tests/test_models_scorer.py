@@ -259,3 +259,21 @@ def test_edited_video_record_is_sparkles(scorer, monkeypatch):
     assert len(result.value["editscore"]) == 4 and mean_overall(result.value["editscore"]) == pytest.approx(8.0)
     mismatched = score_edited_video(scorer, "x", "p", source, edited[:5])
     assert not mismatched.ok and "must match" in mismatched.reason
+
+
+@pytest.mark.gpu
+def test_batched_passes_equal_one_call_per_row_on_cuda(images):
+    """The per-row CUDA generators: a batched call answers what one call per row answers (fp32 tiny backbone)."""
+    import torch
+
+    from sparkle_fast.models.base import to_pil
+
+    adapter = EditScoreAdapter.tiny(config=ScorerConfig(reasoning_chars=6, max_new_tokens=48))
+    adapter.model.to("cuda")
+    pil = [to_pil(im) for im in images]
+    requests = [ScoreRequest((pil[0], pil[1]), "Rate the edit.", 42 + i) for i in range(4)]
+    requests += [ScoreRequest((pil[1],), "Rate the image quality.", 42 + i) for i in range(4)]
+    batched = adapter._generate(requests)
+    assert batched == [adapter._generate([r])[0] for r in requests]
+    assert next(adapter.model.parameters()).device.type == "cuda" and torch.cuda.is_available()
+    adapter.release()
