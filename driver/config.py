@@ -97,6 +97,11 @@ class RunConfig:
     themes: list[str] = field(default_factory=lambda: ["location", "season", "time", "style"])
     themes_file: str = ""  # a taxonomy TOML replacing the packaged one (sparkle_fast/data/themes.toml); "" = packaged
     prompts_file: str = ""  # a TOML overriding VLM prompt templates (models/vlm.py PROMPTS); "" = ours as packaged
+    # One part of the method swapped for the paper's baseline (sections 3.4-3.5), for `sparkle-fast eval` to compare:
+    # "" (the full method), "single-pass" (stage 4: one tracking pass from the first anchor, no vote),
+    # "foreground-only" (stage 5: source edges inside the mask, no background guidance), "copy-paste" (stage 5: the
+    # source foreground pasted over the background video instead of the control model's video).
+    ablation: str = ""
 
 
 @dataclass
@@ -337,6 +342,9 @@ def _check_engines(config: PipelineConfig) -> list[str]:
     return problems
 
 
+ABLATIONS = ("", "single-pass", "foreground-only", "copy-paste")
+
+
 def check_config(config: PipelineConfig) -> None:
     """Values that are well-typed but meaningless."""
     problems = []
@@ -348,6 +356,9 @@ def check_config(config: PipelineConfig) -> None:
         problems.append("bait.anchor_fps must be positive and bait.min_votes >= 0")
     if config.run.chunk_size < 1 or config.run.max_attempts < 1:
         problems.append("run.chunk_size and run.max_attempts must be >= 1")
+    if config.run.ablation not in ABLATIONS:
+        problems.append(f"run.ablation must be one of {', '.join(repr(a) for a in ABLATIONS)}, got "
+                        f"{config.run.ablation!r}")
     unknown = [t for t in config.run.themes if t not in ("location", "season", "time", "style", "openve3m")]
     if unknown:
         problems.append(f"run.themes has unknown themes {unknown}")

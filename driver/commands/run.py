@@ -24,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "as cuda:0,cuda:1: one worker process per device on disjoint shards of the samples")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value (TOML syntax for the value; repeatable)")
+    parser.add_argument("--ablation", choices=("copy-paste", "foreground-only", "single-pass"),
+                        help="swap one part of the method for the paper's baseline (run.ablation): copy-paste and "
+                             "foreground-only change stage 5, single-pass stage 4; give the run its own --out")
+    parser.add_argument("--reuse-from", metavar="RUN_OUT",
+                        help="with --ablation and a fresh --out: copy RUN_OUT's results of the stages the ablation "
+                             "does not change (1-4, or 1-3 for single-pass) instead of running them again")
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -36,6 +42,24 @@ def parse_override(text: str) -> tuple[str, object]:
     except tomllib.TOMLDecodeError:
         parsed = value.strip()
     return key.strip(), parsed
+
+
+def _check_ablation_folder(out: str, ablation: str) -> None:
+    """An ablation writes its own dataset: refuse an --out that holds a run made with another run.ablation (its
+    finished samples would be kept, mixing two methods in one folder)."""
+    import json
+    from pathlib import Path
+
+    saved = Path(out) / "config.json"
+    if not saved.is_file():
+        return
+    try:
+        before = json.loads(saved.read_text(encoding="utf-8")).get("run", {}).get("ablation", "")
+    except (OSError, ValueError):
+        return
+    if before != ablation:
+        raise ValueError(f"{out} holds a run with run.ablation {before or 'none'!r}, not {ablation or 'none'!r}: give "
+                         "each ablation its own --out")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +76,16 @@ def run(args: argparse.Namespace) -> int:
         overrides = dict(parse_override(text) for text in args.overrides)
         if args.themes:
             overrides["run.themes"] = [t.strip() for t in args.themes.split(",") if t.strip()]
+        if args.ablation:
+            overrides["run.ablation"] = args.ablation
         config = load_config(args.config, overrides)
+        _check_ablation_folder(args.out, config.run.ablation)
+        if args.reuse_from:
+            from sparkle_fast.driver.ablation import reuse_stages
+
+            seeded = reuse_stages(args.reuse_from, args.out, config.run.ablation)
+            print(f"{args.out}: stages {seeded['stages']} of {seeded['samples']} sample(s) reused from "
+                  f"{args.reuse_from}", file=sys.stderr)
         stages = parse_stages(args.stages)
         devices = parse_devices(args.device)
         summary = run_pipeline(args.input, args.out, config, models=args.models, stages=stages, limit=args.limit,

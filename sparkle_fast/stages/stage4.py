@@ -62,8 +62,10 @@ class BaitStage:
 
         # BAIT's time is the tracker's forward passes (model) plus the vote and packing (kernel, a small part).
         with timer.model():
+            # run.ablation "single-pass" (paper 3.4's baseline): one forward pass from the first anchor, no vote.
+            mode = "single" if config.run.ablation == "single-pass" else "bait"
             result = run_bait(models["sam3"], frames, frame_objects, fps=config.clip.fps,
-                              anchor_frames=anchor_frames, min_votes=config.bait.min_votes or None)
+                              anchor_frames=anchor_frames, min_votes=config.bait.min_votes or None, mode=mode)
         # The record is the stage's outcome, identical on a rerun: measurements (seconds, peak memory) are left out.
         record["bait"] = {k: v for k, v in result.summary().items() if k not in ("seconds", "peak_memory_bytes")}
         if not result.ok:

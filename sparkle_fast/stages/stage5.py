@@ -97,14 +97,26 @@ class SynthesizeStage:
                                             dilate=config.canny.mask_dilate)
         if control.is_cuda:  # the launches are asynchronous: charge them to kernel, not to the write below
             torch.cuda.synchronize(control.device)
+        ablation = config.run.ablation  # paper 3.4-3.5's baselines, as whole runs (driver/config.py run.ablation)
+        if ablation == "foreground-only":  # OpenVE-3M-style guidance: the composed map's source side, nothing outside
+            with timer.kernel():
+                control = ops.foreground_only_control(control[..., 0].contiguous(), packed,
+                                                      dilate=config.canny.mask_dilate)
         with timer.io():
             write_video(art("edited_video_canny"), control, fps=config.clip.fps)
 
         n_frames, height, width = source.shape[:3]
-        with timer.model():
-            video = models["control"].try_generate(control, edited0, prompt, seed=config.control.seed if
-                                                   config.control.seed >= 0 else config.run.seed,
-                                                   num_frames=n_frames, height=height, width=width)
+        if ablation == "copy-paste":  # the naive shortcut: source pixels inside the mask over the background video
+            from sparkle_fast.models.base import TaskResult
+
+            with timer.kernel():
+                pasted = ops.copy_paste_composite(source, background, packed, dilate=config.canny.mask_dilate)
+            video = TaskResult(ok=True, value=pasted.cpu().numpy(), attempts=1)
+        else:
+            with timer.model():
+                video = models["control"].try_generate(control, edited0, prompt, seed=config.control.seed if
+                                                       config.control.seed >= 0 else config.run.seed,
+                                                       num_frames=n_frames, height=height, width=width)
         if not video.ok:
             return StageOutcome("failed", video.reason, timing=timer.as_dict())
         with timer.model():
@@ -117,6 +129,8 @@ class SynthesizeStage:
         record = {"mean_overall": mean, "edges": edges_record, "jsonl": {"edited_video_score": scored.value},
                   "control_settings": model_settings(models["control"]),  # what generated it ([control])
                   "editscore_passes": getattr(getattr(models["scorer"], "config", None), "passes", None)}
+        if ablation:
+            record["ablation"] = ablation
         threshold = config.thresholds.edited_video
         if mean < threshold:
             return StageOutcome("rejected", f"mean EditScore O_score {mean:.2f} < {threshold} over frames "
