@@ -179,6 +179,50 @@ def test_triton_equals_opencv_on_random_shapes(t, h, w, rgb, block, levels, low,
     np.testing.assert_array_equal(canny(torch.from_numpy(video), low, high, backend="triton").numpy(), expected)
 
 
+# 5x5 frames whose centre has Sobel (dx, dy) = (239, 99) and (-239, 99): |dy| << 15 = 3244032 lies between
+# 239 * 13573 = 3243947 and 239 * 13574 = 3244186, so the centre is diagonal with OpenCV's tan(22.5 deg) in Q15 and
+# horizontal with a constant one too large, and the non-maximum suppression (hence the edges) differs.
+SECTOR_BOUNDARY_FRAMES = {
+    (239, 99): [[205, 72, 112, 237, 255], [106, 99, 98, 91, 156], [163, 170, 199, 229, 69], [21, 105, 73, 234, 188],
+                [81, 203, 167, 150, 219]],
+    (-239, 99): [[135, 42, 105, 132, 205], [236, 235, 180, 70, 124], [142, 177, 102, 168, 101],
+                 [64, 166, 244, 110, 162], [64, 68, 58, 218, 109]],
+}
+
+
+def _sector_is_horizontal(dx: int, dy: int, tg22_q15: int) -> bool:
+    return (abs(dy) << 15) < abs(dx) * tg22_q15
+
+
+def _sector_boundary_video() -> np.ndarray:
+    """The two 5x5 frames, plus a 40x150 frame holding both patches across the GPU's 16x64 tile edges."""
+    big = np.full((40, 150), 90, np.uint8)
+    big[13:18, 61:66] = SECTOR_BOUNDARY_FRAMES[(239, 99)]
+    big[30:35, 126:131] = SECTOR_BOUNDARY_FRAMES[(-239, 99)]
+    small = np.zeros((2, 40, 150), np.uint8)
+    for t, frame in enumerate(SECTOR_BOUNDARY_FRAMES.values()):
+        small[t, :5, :5] = frame
+    return np.concatenate([small, big[None]])
+
+
+def test_sector_boundary_gradients_pin_the_tan_constant(triton_blocks, monkeypatch):
+    """Gradients exactly between two sectors: the numpy restatement and the Triton kernel equal cv2.Canny there."""
+    for (dx, dy), frame in SECTOR_BOUNDARY_FRAMES.items():
+        gray = np.array(frame, np.uint8)
+        g = gray.astype(int)
+        sobel_dx = (g[1, 3] - g[1, 1]) + 2 * (g[2, 3] - g[2, 1]) + (g[3, 3] - g[3, 1])
+        sobel_dy = (g[3, 1] - g[1, 1]) + 2 * (g[3, 2] - g[1, 2]) + (g[3, 3] - g[1, 3])
+        assert (sobel_dx, sobel_dy) == (dx, dy)
+        assert not _sector_is_horizontal(dx, dy, 13573) and _sector_is_horizontal(dx, dy, 13574)  # the premise
+    video = _sector_boundary_video()
+    want = canny_reference(video, 100, 200)
+    with monkeypatch.context() as patched:  # the premise: one more in the constant changes the edges
+        patched.setattr(canny_ops, "TG22_Q15", 13574)
+        assert (canny_numpy(video, 100, 200) != want).sum() >= 3
+    np.testing.assert_array_equal(canny_numpy(video, 100, 200), want)
+    np.testing.assert_array_equal(canny(torch.from_numpy(video), 100, 200, backend="triton").numpy(), want)
+
+
 def test_triton_rgb_to_gray():
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (2, 17, 23, 3), dtype=np.uint8)

@@ -178,6 +178,64 @@ def test_host_twin_counts_up_to_255_passes(n_pixels):
         np.testing.assert_array_equal(host_twin(packed, n_pixels, True, k, True), np.packbits(want))
 
 
+SENTINEL = 0xA5  # prefilled output bytes: a byte the kernel should write but skips keeps it, and so does a canary
+
+
+def _tie_heavy_rows(rng, n_passes: int, n_pixels: int) -> np.ndarray:
+    """Rows where many pixels have exactly min_votes = n_passes // 2 + 1 votes (the >= / > boundary) or one fewer."""
+    k = n_passes // 2 + 1
+    votes = rng.choice([k - 1, k, k, n_passes, 0], size=n_pixels)
+    rows = np.zeros((n_passes, n_pixels), np.uint8)
+    for p in range(n_pixels):
+        rows[rng.permutation(n_passes)[:votes[p]], p] = rng.integers(1, 256)
+    return rows
+
+
+def host_twin_into(rows: np.ndarray, n_pixels: int, packed_in: bool, min_votes: int, pack_out: bool,
+                   threads: int) -> np.ndarray:
+    """The host twin into a sentinel-filled 16-byte-aligned buffer with 32 canary bytes past the output; returns
+    the output bytes after checking the canaries."""
+    n_out = (n_pixels + 7) // 8 if pack_out else n_pixels
+    buffer = np.full(n_out + 32 + 16, SENTINEL, np.uint8)
+    start = (-buffer.ctypes.data) % 16
+    out = buffer[start:start + n_out + 32]
+    launch = extension().vote_packed_host if packed_in else extension().vote_u8_host
+    launch(rows.ctypes.data, rows.shape[0], n_pixels, min_votes, out.ctypes.data, pack_out, threads)
+    assert (out[n_out:] == SENTINEL).all(), "the host twin wrote past its output"
+    return out[:n_out]
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_host_twin_every_alignment_and_tail_length(threads):
+    """Every input alignment (0..15 bytes past a 16-byte boundary) and every tail length (n_pixels % 16 and, for
+    packed rows, row bytes % 4), with ties at min_votes in every lane: every variant of the CUDA kernels' code,
+    its grid-stride loop (emulated with `threads` threads) and its item counts; no output byte left unwritten and
+    none written past the end."""
+    rng = np.random.default_rng(threads)
+    n_passes = 5
+    for n_pixels in [16 * 3 + tail for tail in range(16)] + [8 * 9 + 1, 32 * 4 + 8, 32 * 5 + 24]:
+        rows = _tie_heavy_rows(rng, n_passes, n_pixels)
+        want = (rows != 0).sum(axis=0) >= n_passes // 2 + 1
+        packed = np.stack([np.packbits(r != 0) for r in rows])
+        for offset in range(16):
+            u8 = misaligned_copy(rows, offset)
+            pk = misaligned_copy(packed, offset)
+            for pack_out in (False, True):
+                expect = np.packbits(want) if pack_out else want
+                got = host_twin_into(u8, n_pixels, False, n_passes // 2 + 1, pack_out, threads)
+                np.testing.assert_array_equal(got, expect, err_msg=f"u8 n={n_pixels} offset={offset}")
+                got = host_twin_into(pk, n_pixels, True, n_passes // 2 + 1, pack_out, threads)
+                np.testing.assert_array_equal(got, expect, err_msg=f"packed n={n_pixels} offset={offset}")
+
+
+def test_host_twin_rejects_a_bad_thread_count():
+    rows = np.zeros((3, 16), np.uint8)
+    out = np.zeros(16 + 16, np.uint8)
+    aligned = out[(-out.ctypes.data) % 16:]
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        extension().vote_u8_host(rows.ctypes.data, 3, 16, 2, aligned.ctypes.data, False, 0)
+
+
 # --- adversarial cases on every CPU backend ------------------------------------------------------------------------
 
 CPU_BACKENDS = ["reference", "triton"]
@@ -236,6 +294,26 @@ def test_non_contiguous_inputs(backend, view):
     assert not (x.flags["C_CONTIGUOUS"] if isinstance(x, np.ndarray) else x.is_contiguous())
     got = ops.vote_masks(x, shape=base.shape[1:] if packed_in else None, backend=backend)
     np.testing.assert_array_equal(to_numpy(got), oracle_vote(base if packed_in else numpy_view(base)))
+
+
+@pytest.mark.parametrize("packed_in", [False, True])
+@pytest.mark.parametrize("pack_out", [False, True])
+def test_triton_never_writes_past_its_output(triton_blocks, packed_in, pack_out):
+    """The kernel-level launcher writes into the front of a sentinel-filled buffer: every output byte is written and
+    the canary bytes past it are untouched, for pixel counts ending mid-byte and mid-program (GPU block sizes too)."""
+    from sparkle_fast.kernels import vote_pack as kernels
+
+    rng = np.random.default_rng(int(packed_in) * 2 + int(pack_out))
+    for n_pixels in (1, 7, 9, 2048 * 2 + 13, 4096 * 8 + 5):
+        rows = _tie_heavy_rows(rng, 3, n_pixels) if n_pixels < 5000 else (rng.random((3, n_pixels)) < 0.5).astype(
+            np.uint8)
+        want = (rows != 0).sum(axis=0) >= 2
+        passes = np.stack([np.packbits(r != 0) for r in rows]) if packed_in else rows
+        n_out = (n_pixels + 7) // 8 if pack_out else n_pixels
+        buffer = torch.full((n_out + 64,), SENTINEL, dtype=torch.uint8)
+        kernels.vote(torch.from_numpy(passes), n_pixels, packed_in, 2, buffer[:n_out], pack_out)
+        assert (buffer[n_out:] == SENTINEL).all(), f"wrote past the output (n_pixels={n_pixels})"
+        np.testing.assert_array_equal(buffer[:n_out].numpy(), np.packbits(want) if pack_out else want)
 
 
 # --- pack_bits / unpack_bits ---------------------------------------------------------------------------------------
@@ -376,6 +454,36 @@ def test_gpu_unaligned_and_multi_block(backend, offset, n_pixels_shape):
     pview = pbuffer[offset:].view(packed.shape)
     pview.copy_(torch.from_numpy(packed))
     np.testing.assert_array_equal(to_numpy(ops.vote_masks(pview, shape=passes.shape[1:], backend=backend)), want)
+
+
+@pytest.mark.gpu
+def test_cuda_kernels_every_alignment_and_tail_length():
+    """The CUDA launchers proper (not the host twin): every input alignment 0..15, every tail length, ties at
+    min_votes in every byte lane (__vcmpgeu4's >=), into a sentinel-filled output with canaries past it (a vec
+    kernel that skips its last item leaves sentinel bytes)."""
+    from sparkle_fast._build import cuda_kernels
+
+    rng = np.random.default_rng(0)
+    n_passes, k = 7, 4
+    stream = torch.cuda.current_stream().cuda_stream
+    for n_pixels in [16 * 40 + tail for tail in range(16)] + [8 * 9 + 1, 32 * 4 + 8, 32 * 5 + 24, 16 * 4096]:
+        rows = _tie_heavy_rows(rng, n_passes, n_pixels)
+        want = (rows != 0).sum(axis=0) >= k
+        packed = np.stack([np.packbits(r != 0) for r in rows])
+        for offset in range(16):
+            for packed_in, host_rows in ((False, rows), (True, packed)):
+                base = torch.zeros(host_rows.size + 64, dtype=torch.uint8, device="cuda")
+                view = base[offset:offset + host_rows.size]
+                view.copy_(torch.from_numpy(host_rows.ravel()))
+                for pack_out in (False, True):
+                    n_out = (n_pixels + 7) // 8 if pack_out else n_pixels
+                    out = torch.full((n_out + 32,), SENTINEL, dtype=torch.uint8, device="cuda")
+                    launch = cuda_kernels().vote_packed if packed_in else cuda_kernels().vote_u8
+                    launch(view.data_ptr(), n_passes, n_pixels, k, out.data_ptr(), pack_out, stream)
+                    got = out.cpu().numpy()
+                    assert (got[n_out:] == SENTINEL).all(), f"wrote past the output: n={n_pixels} offset={offset}"
+                    np.testing.assert_array_equal(got[:n_out], np.packbits(want) if pack_out else want,
+                                                  err_msg=f"packed_in={packed_in} n={n_pixels} offset={offset}")
 
 
 @pytest.mark.gpu
