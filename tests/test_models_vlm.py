@@ -140,3 +140,118 @@ def test_prompts_live_in_one_place():
                             "background_caption", "ground_per_frame"}
     text = PROMPTS["write_instruction"].format(original_scene="S", theme="T", subtheme="U", scene="V")
     assert '{"prompt": "..."}' in text and "S" in text
+
+
+# --- backends ----------------------------------------------------------------------------------------------------
+
+def test_every_answer_on_the_transformers_backend_holds_its_json_schema(vlm, frames):
+    """xgrammar-constrained answers: compact JSON that the schema's own grammar accepts whole."""
+    import xgrammar as xgr
+
+    result = vlm.ground_per_frame(list(frames[:2]), ["man", "red hat"])
+    grammars = vlm.backend.grammars()
+    schema = ja.to_json_schema(ja.frame_grounding_schema(["man", "red hat"]))
+    for answer in result.answers:
+        matcher = xgr.GrammarMatcher(grammars.compiled(schema))
+        assert matcher.accept_string(answer) and matcher.is_completed(), answer
+        assert json.dumps(json.loads(answer), separators=(",", ":")) == answer
+
+
+def test_openai_request_body_carries_schema_sampling_and_lossless_media(frames):
+    import base64
+    import io
+
+    import av
+    from PIL import Image
+
+    from sparkle_fast.models.vlm_backends import Sampling, VLMRequest
+    from sparkle_fast.models.vlm_backends.openai_backend import OpenAIBackend
+
+    backend = OpenAIBackend("http://127.0.0.1:9/v1/", "served-name")
+    request = VLMRequest([{"type": "image"}, {"type": "video"}, {"type": "text", "text": PROMPTS["describe_scene"]}],
+                         images=[frames[0]], video=frames[:4], video_fps=16.0, seed=11)
+    schema = {"type": "object", "properties": {"scene": {"type": "string"}}, "required": ["scene"]}
+    greedy = backend.body(request, schema, Sampling(40))
+    assert greedy["model"] == "served-name" and greedy["max_tokens"] == 40 and greedy["temperature"] == 0.0
+    assert "seed" not in greedy and "top_k" not in greedy
+    assert greedy["response_format"] == {"type": "json_schema",
+                                         "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+    image_part, video_part, text_part = greedy["messages"][0]["content"]
+    assert text_part == {"type": "text", "text": PROMPTS["describe_scene"]}
+    png = base64.b64decode(image_part["image_url"]["url"].split(",", 1)[1])
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), frames[0])  # PNG: the exact pixels
+    mkv = base64.b64decode(video_part["video_url"]["url"].split(",", 1)[1])
+    with av.open(io.BytesIO(mkv)) as container:
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert np.array_equal(decoded, frames[:4])  # FFV1: lossless
+    sampled = backend.body(request, None, Sampling(40, temperature=0.7, top_p=0.9, top_k=50, seed=3, n=4))
+    assert (sampled["temperature"], sampled["top_p"], sampled["top_k"], sampled["seed"], sampled["n"]) == \
+        (0.7, 0.9, 50, 11, 4)  # the request's own seed wins over the call's
+    assert "response_format" not in sampled
+    backend.release()
+
+
+def test_backend_settings_choose_and_explain(tmp_path):
+    from sparkle_fast.models.vlm_backends import BackendError, BackendSettings, backend_from_settings
+
+    assert backend_from_settings("vlm", tmp_path, BackendSettings()) is None  # transformers: the adapter loads
+    remote = backend_from_settings("scorer", tmp_path, BackendSettings(backend="openai", url="http://h:1/v1",
+                                                                       model="vlm", scorer_model="editscore"))
+    assert (remote.url, remote.model) == ("http://h:1/v1", "editscore")
+    remote.release()
+    with pytest.raises(BackendError, match="must be one of"):
+        backend_from_settings("vlm", tmp_path, BackendSettings(backend="tgi"))
+    with pytest.raises(BackendError, match="needs a server URL"):
+        backend_from_settings("vlm", tmp_path, BackendSettings(backend="openai", model="m"))
+    with pytest.raises(BackendError, match="NO_SUCH_KEY_VAR"):
+        backend_from_settings("vlm", tmp_path, BackendSettings(backend="openai", url="http://h:1/v1", model="m",
+                                                               api_key_env="NO_SUCH_KEY_VAR"))
+
+
+def test_lora_is_merged_once_into_a_cached_folder(tmp_path):
+    """merged_lora_folder equals peft's merged model (logits), and a second call reuses the folder."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from sparkle_fast.models.tiny import tiny_qwen3_vl
+    from sparkle_fast.models.vlm_backends.lora import merged_lora_folder
+
+    model, processor = tiny_qwen3_vl(3)
+    model.save_pretrained(tmp_path / "backbone")
+    processor.save_pretrained(tmp_path / "backbone")
+    lora = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, param in lora.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+    lora.save_pretrained(tmp_path / "lora")
+
+    folder = merged_lora_folder(tmp_path / "backbone", tmp_path / "lora", tmp_path / "cache")
+    assert (folder / "merged.json").is_file() and not list((tmp_path / "cache").glob("*.partial"))
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert merged_lora_folder(tmp_path / "backbone", tmp_path / "lora", tmp_path / "cache") == folder
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # not merged again
+
+    ids = torch.tensor([[1, 40, 41, 42, 43]])
+    base = Qwen3VLForConditionalGeneration.from_pretrained(tmp_path / "backbone", dtype=torch.float32).eval()
+    with torch.no_grad():
+        plain = base(input_ids=ids).logits
+        reference = PeftModel.from_pretrained(base, tmp_path / "lora").merge_and_unload()(input_ids=ids).logits
+        merged = Qwen3VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+        ours = merged(input_ids=ids).logits
+    assert not torch.allclose(plain, reference)  # the LoRA changes the model, so the check below can fail
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="LoRA config"):
+        merged_lora_folder(tmp_path / "backbone", tmp_path / "nothing", tmp_path / "cache")
+
+
+def test_sample_video_takes_even_uniform_frames_at_two_fps():
+    from sparkle_fast.models.vlm import sample_video
+
+    clip = np.arange(81)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    picked = sample_video(clip, 16.0)[:, 0, 0, 0]
+    assert len(picked) == 10 and picked[0] == 0 and picked[-1] == 80 and np.all(np.diff(picked) > 0)
+    assert len(sample_video(clip[:8], 16.0)) == 2 and len(sample_video(clip[:3], 2.0)) == 4  # >= 2, even
+    with pytest.raises(ValueError, match="no frames"):
+        sample_video(clip[:0], 16.0)

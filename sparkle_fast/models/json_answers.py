@@ -392,7 +392,7 @@ def to_json_schema(schema: Any) -> dict:
     per-position arrays are prefixItems with items false.
     """
     if isinstance(schema, Text):
-        return {"type": "string", "pattern": f"^{_TEXT_CHAR}{{{schema.min_chars},{schema.max_chars}}}$"}
+        return {"type": "string", "pattern": f"^{_text_pattern(schema.min_chars, schema.max_chars)}$"}
     if isinstance(schema, Choice):
         return {"type": "string", "enum": list(schema.options)}
     if isinstance(schema, Integer):
@@ -412,6 +412,19 @@ def to_json_schema(schema: Any) -> dict:
     raise TypeError(f"not a schema: {schema!r}")
 
 
+def _text_pattern(low: int, high: int) -> str:
+    """A regex for low..high text characters whose repetition counts stay <= _MAX_REPEAT: xgrammar 0.2.8 (vLLM
+    0.32's) fails with "Check failed: per_rule_fsm_hashes" when a grammar with a longer {m,n} repetition is compiled
+    after another one in a caching compiler (as a vLLM server's is), so 0..800 is written 0..32 then 0..128 x 6."""
+    if low > _MAX_REPEAT or high < low:
+        raise ValueError(f"text bounds {low}..{high}: need low <= high and low <= {_MAX_REPEAT}")
+    chunks = max(0, (high - 1) // _MAX_REPEAT)
+    head = high - chunks * _MAX_REPEAT
+    tail = f"(?:{_TEXT_CHAR}{{0,{_MAX_REPEAT}}}){{0,{chunks}}}" if chunks else ""
+    return f"{_TEXT_CHAR}{{{low},{head}}}{tail}"
+
+
+_MAX_REPEAT = 128
 # One character of an answer's text: printable ASCII (space to "~") except the quote and the backslash.
 _TEXT_CHAR = r"[ !#-\[\]-~]"
 

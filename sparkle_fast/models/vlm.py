@@ -128,6 +128,20 @@ def load_prompts(path) -> dict[str, str]:
     return prompts
 
 
+VIDEO_FPS = 2.0  # Qwen3-VL's video sampling rate
+
+
+def sample_video(frames: np.ndarray, fps: float, target_fps: float = VIDEO_FPS) -> np.ndarray:
+    """frames (T, H, W, 3) at `fps` -> uniformly spaced frames at about target_fps: an even count (Qwen3-VL merges
+    frame pairs), at least 2, first and last frame included (np.linspace indices, rounded)."""
+    total = len(frames)
+    if total == 0:
+        raise ValueError("sample_video: the clip has no frames")
+    count = max(2, int(round(total / float(fps) * target_fps)))
+    count += count % 2
+    return frames[np.linspace(0, total - 1, count).round().astype(int)]
+
+
 @dataclass(frozen=True)
 class VLMConfig:
     """Answer bounds and retry policy. Lengths are characters of the answer's strings; max_new_tokens is derived
@@ -253,12 +267,13 @@ class Qwen3VLAdapter:
 
     # -- tasks ----------------------------------------------------------------------------------------------
     def camera_motion_verdict(self, frames, fps: float = 16.0) -> TaskResult:
-        """Stage 1 fine filter. frames: uint8 (T, H, W, 3), the clip (the processor samples it at 2 fps).
+        """Stage 1 fine filter. frames: uint8 (T, H, W, 3), the clip, sampled here at VIDEO_FPS (Qwen3-VL's 2 fps) so
+        that every backend sees the same frames (vLLM's video loader and transformers' processor sample differently).
         value: {"reasoning": str, "camera_moving": bool}."""
         schema = ja.Object((("reasoning", ja.Text(self.config.reasoning_chars)),
                             ("camera_moving", ja.Choice(("yes", "no")))))
         request = _Request([{"type": "video"}, {"type": "text", "text": self.prompts["camera_motion"]}],
-                           video=np.asarray(frames), video_fps=fps)
+                           video=sample_video(np.asarray(frames), fps), video_fps=VIDEO_FPS)
 
         def parse(answer: str) -> dict:
             reasoning, moving = ja.parse_verdict(answer, "camera_moving")
