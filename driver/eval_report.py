@@ -101,6 +101,9 @@ def _folder_section(summary: dict) -> str:
         for edit_type, entry in summary["edit_types"].items():
             parts.append(f"<h3>{html.escape(edit_type)}: score distributions</h3><div class=\"hists\">"
                          + "".join(histogram_svg(entry["histogram"][d], d) for d in dims) + "</div>")
+            for sub, block in entry["subthemes"].items():
+                parts.append(f"<h4>{html.escape(edit_type)} / {html.escape(sub)}</h4><div class=\"hists\">"
+                             + "".join(histogram_svg(block["histogram"][d], d) for d in dims) + "</div>")
     return "".join(parts)
 
 

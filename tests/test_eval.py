@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import threading
+from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from sparkle_fast import layout, video
 from sparkle_fast.driver.cli import main
 from sparkle_fast.driver.eval import BenchSample, read_bench
+from sparkle_fast.driver.manifest import Manifest
 from sparkle_fast.driver.eval_judge import cap_scores, load_protocol
 from sparkle_fast.formats import save_mask
 from sparkle_fast.metrics import METRIC_KEYS
@@ -115,8 +117,12 @@ def test_eval_tiny_judge_writes_the_readme_score_files(tmp_path, capsys):
     assert summary["macro"]["scored"] == 2 and summary["macro"]["failed"] == 1
     # A rerun skips what is scored and measured: the files are unchanged.
     before = {p.name: p.read_bytes() for p in results.glob("*.jsonl")}
-    assert main(argv[:-2] + ["--judge", "tiny"]) == 0
+    report = tmp_path / "report.html"
+    assert main(argv[:-2] + ["--judge", "tiny", "--report", str(report)]) == 0
     assert {p.name: p.read_bytes() for p in results.glob("*.jsonl")} == before
+    text = report.read_text(encoding="utf-8")
+    assert text.count('<table class="comparison">') == 1 and "season / winter" in text
+    assert text.count("<svg") == 6 * (2 + 3)  # six dimensions for 2 edit types and their 3 subthemes
 
 
 def test_eval_errors_name_the_problem(tmp_path, capsys):
@@ -176,3 +182,106 @@ def test_eval_endpoint_judge_openve_protocol(tmp_path, monkeypatch):
     parts = body["messages"][-1]["content"]
     assert sum(p["type"] == "image_url" for p in parts) == 2 * 8  # --judge-frames 8 of each 9-frame video
     assert not (results / "time_metrics.jsonl").exists()
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links, self.tables = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("video", "img"):
+            self.links += [value for name, value in attrs if name == "src"]
+        if tag == "table" and ("class", "comparison") in attrs:
+            self.tables += 1
+
+
+@pytest.fixture(scope="module")
+def demo_and_ablation(tmp_path_factory):
+    """One of the demo's fixed-camera clips run with tiny models by the full method, then --ablation copy-paste
+    seeded with the full run's stages 1-4 (--reuse-from: only stage 5 runs again). Thresholds at 0 so that the
+    sample reaches the end; the demo's other settings as they are."""
+    from sparkle_fast.driver.demo import demo_config_path, make_demo_clips
+
+    root = tmp_path_factory.mktemp("ablation")
+    for path in make_demo_clips(root / "clips")[1:]:
+        path.unlink()  # one static clip is enough (the demo test covers the others)
+    common = ["--input", str(root / "clips"), "--config", str(demo_config_path()), "--device", "cpu",
+              "--set", "thresholds.edit_frame0=0", "--set", "thresholds.foreground_removal=0",
+              "--set", "thresholds.edited_video=0"]
+    assert main(["run", "--out", str(root / "full"), *common]) == 0
+    assert main(["run", "--out", str(root / "copy_paste"), "--ablation", "copy-paste", "--reuse-from",
+                 str(root / "full"), *common]) == 0
+    return root
+
+
+def test_ablation_run_and_full_run_evaluated_together(demo_and_ablation, capsys):
+    root = demo_and_ablation
+    full, ablation = root / "full", root / "copy_paste"
+    assert json.loads((ablation / "config.json").read_text())["run"]["ablation"] == "copy-paste"
+    assert json.loads((full / "config.json").read_text())["run"]["ablation"] == ""
+    with Manifest(ablation / "manifest.sqlite") as manifest, Manifest(full / "manifest.sqlite") as reference:
+        kept = manifest.results(5, "done")
+        # Stages 1-4 were reused, not rerun: the same records; stage 5 ran with the ablation.
+        for stage in (1, 2, 3, 4):
+            mine, theirs = manifest.results(stage), reference.results(stage)
+            assert [(r.sample_id, r.status, r.record) for r in mine] == [(r.sample_id, r.status, r.record)
+                                                                         for r in theirs]
+    assert kept and all(r.record["ablation"] == "copy-paste" for r in kept)
+    assert all((ablation / r.sample_id.split("_")[1] / "edited_video" / f"{r.sample_id}.mp4").is_file() for r in kept)
+    assert main(["run", "--input", str(root / "clips"), "--out", str(root / "again"), "--reuse-from", str(full)]) == 2
+    assert "--reuse-from needs --ablation" in capsys.readouterr().err
+    # An ablation into the full run's folder is refused before any work.
+    assert main(["run", "--input", str(root / "clips"), "--out", str(full), "--ablation", "copy-paste"]) == 2
+    assert "give each ablation its own --out" in capsys.readouterr().err
+
+    bench = root / "bench"
+    assert main(["export-bench", str(full), "--bench", str(bench), "--samples", "passed-4"]) == 0
+    samples = read_bench(bench)
+    assert len(samples) == len(kept) >= 1
+    report = root / "report" / "eval.html"
+    assert main(["eval", "--bench", str(bench), "--results", str(root / "r_full"), "--results",
+                 str(root / "r_copy_paste"), "--layout-from", str(full), "--layout-from", str(ablation),
+                 "--judge", "tiny", "--report", str(report)]) == 0
+    for results in (root / "r_full", root / "r_copy_paste"):
+        for sample in samples:
+            assert sample.result_path(results).is_file()
+        records = [r for t in {s.edit_type for s in samples}
+                   for r in layout.read_jsonl(results / f"{t}_tiny_sparkle_score.jsonl")]
+        assert len(records) == len(samples)
+        for record in records:
+            assert set(record) == SPARKLE_KEYS and len(record["scores"]) == 6
+            assert all(1 <= s <= 5 for s in record["scores"]) and max(record["scores"][1:]) <= record["scores"][0]
+    # Copy-paste's video is the very composite the control video's edges come from (source inside the mask,
+    # background outside), so its edges follow the control video far better than the tiny random generator's; and
+    # it keeps the source's foreground pixels (up to H.264) where the tiny BAIT mask has any.
+    for sample in samples:
+        [full_m] = [r for r in layout.read_jsonl(root / "r_full" / f"{sample.edit_type}_metrics.jsonl")
+                    if r["id"] == sample.id]
+        [paste_m] = [r for r in layout.read_jsonl(root / "r_copy_paste" / f"{sample.edit_type}_metrics.jsonl")
+                     if r["id"] == sample.id]
+        assert paste_m["edge_f1"] > full_m["edge_f1"] + 0.1, (paste_m, full_m)
+        assert full_m["flicker"] is not None and paste_m["bg_motion"] is not None
+        if full_m["fg_psnr"] is None:  # the random tracker's mask may be empty: then the note says so
+            assert any("mask is empty" in note for note in full_m["notes"] + paste_m["notes"])
+        else:
+            assert paste_m["fg_psnr"] > full_m["fg_psnr"] + 5
+    text = report.read_text(encoding="utf-8")
+    parser = _Links()
+    parser.feed(text)
+    assert parser.tables == 1 and "r_full" in text and "r_copy_paste" in text and "<svg" in text
+    assert [link for link in parser.links if not (report.parent / link).is_file()] == []
+    assert len(parser.links) == len(samples) * 4  # source, two results, control
+
+
+def test_ablation_config_values_and_reuse_errors(tmp_path):
+    from sparkle_fast.driver.ablation import reuse_stages
+    from sparkle_fast.driver.config import ConfigError, load_config
+
+    assert load_config(overrides={"run.ablation": "single-pass"}).run.ablation == "single-pass"
+    with pytest.raises(ConfigError, match="run.ablation must be one of"):
+        load_config(overrides={"run.ablation": "copy_paste"})
+    with pytest.raises(ValueError, match="no manifest.sqlite"):
+        reuse_stages(tmp_path / "nothing", tmp_path / "out", "copy-paste")
+    with pytest.raises(ValueError, match="needs --ablation"):
+        reuse_stages(tmp_path / "nothing", tmp_path / "out", "")
