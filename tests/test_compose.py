@@ -85,6 +85,19 @@ def test_triton_fused_control_video(packed, dilate, rgb):
     assert (want == 255).any() and (want == 0).any()
 
 
+def test_triton_with_gpu_block_sizes(triton_blocks):
+    """2 frames of 40 x 72: with the GPU's sizes, 3 x 2 Canny tiles per frame (the last row and column partial),
+    12 hysteresis blocks and 6 compose blocks; the control video and the edge-map composition equal the reference."""
+    src, bg, mask = _clip(t=2)
+    packed = np.packbits(mask.ravel())
+    want = compose_ops.control_video_reference(src, bg, mask, 100, 200)
+    got = control_video(torch.from_numpy(src), torch.from_numpy(bg), torch.from_numpy(packed), backend="triton")
+    np.testing.assert_array_equal(got.numpy(), want)
+    se, be = src[..., 0].copy(), bg[..., 1].copy()
+    got = compose_edges(torch.from_numpy(se), torch.from_numpy(be), torch.from_numpy(mask), backend="triton")
+    np.testing.assert_array_equal(got.numpy(), compose_ops.compose_edges_reference(se, be, mask))
+
+
 def test_background_of_another_size_is_resized():
     src, _, mask = _clip(t=2)
     big_bg = np.stack([skimage_data.chelsea()[:80, :144]] * 2)  # twice the source size

@@ -52,6 +52,15 @@ def test_triton_equals_reference(mode, k):
     np.testing.assert_array_equal(packed.numpy(), want)
 
 
+@pytest.mark.parametrize("mode", ["hull_expand", "box_expand"])
+def test_triton_with_gpu_block_sizes(triton_blocks, mode):
+    """3 x 30 x 45 = 4050 pixels: 4 programs of the GPU's 1024 (the last partial), so dilation rows and polygon
+    fills cross program edges as on the GPU."""
+    m = _masks()
+    got = augment_mask(torch.from_numpy(np.packbits(m.ravel())), mode, 2, shape=m.shape, backend="triton")
+    np.testing.assert_array_equal(got.numpy(), augment_mask_reference(m, mode, 2))
+
+
 @settings(max_examples=10, deadline=None)
 @given(t=st.integers(1, 2), h=st.integers(1, 20), w=st.integers(1, 20), k=st.integers(0, 5),
        mode=st.sampled_from(["expand", "bbox", "box_expand"]), seed=st.integers(0, 1000))

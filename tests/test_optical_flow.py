@@ -202,3 +202,27 @@ def test_oscillating_tracks_stop_as_opencv(triton_blocks):
                                                           torch.from_numpy(pts), max_level=0, backend="triton"))
     assert ref_st.all() and np.array_equal(got_st, ref_st)
     assert np.abs(got_pts - ref_pts).max() <= 2e-3
+
+
+@pytest.mark.gpu
+def test_cuda_track_points_match_opencv_with_the_interpreters_bounds():
+    """The compiled kernel on CUDA tensors meets the bounds the interpreter meets (_compare): batched pairs with
+    adversarial points, the oscillating pair, and the min-eigenvalue threshold."""
+    prev0, next0 = _pair()
+    prev1, next1 = _pair(shift=(-3.1, 0.4), seed=1)
+    prev, nxt = np.stack([prev0, prev1]), np.stack([next0, next1])
+    pts, _ = select_points_reference(prev, cells=(4, 5))
+    extra = np.array([[np.nan, 3], [-40, 5], [500, 10], [0, 0], [130.9, 96.9], [65.5, 48.25]], np.float32)
+    pts = np.concatenate([pts, np.broadcast_to(extra, (2,) + extra.shape)], axis=1).copy()
+    got = track_points(torch.from_numpy(prev).cuda(), torch.from_numpy(nxt).cuda(), torch.from_numpy(pts).cuda(),
+                       backend="triton")
+    assert all(x.is_cuda for x in got)
+    _compare(track_points_reference(prev, nxt, pts), [x.cpu() for x in got])
+    osc_prev, osc_next = _oscillating_pair()
+    ys, xs = np.mgrid[12:52:4, 12:84:4]
+    osc_pts = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
+    ref_pts, ref_st, _ = track_points_reference(osc_prev, osc_next, osc_pts, max_level=0)
+    got_pts, got_st, _ = (x.cpu().numpy() for x in track_points(
+        torch.from_numpy(osc_prev).cuda(), torch.from_numpy(osc_next).cuda(), torch.from_numpy(osc_pts).cuda(),
+        max_level=0, backend="triton"))
+    assert np.array_equal(got_st, ref_st) and np.abs(got_pts - ref_pts).max() <= 2e-3

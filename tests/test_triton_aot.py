@@ -23,6 +23,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -172,3 +173,80 @@ def test_block_size_mode_is_read_at_launch(monkeypatch):
         _launch.gpu_sizes()
     monkeypatch.delenv(_launch.ENV_BLOCKS)
     assert _launch.gpu_sizes() == (not _launch.interpreted())
+
+
+# --- canaries: no launcher writes outside its output buffers ----------------------------------------------------------
+
+_GUARD = 64
+
+
+def _guarded(shape, dtype, fill):
+    """A contiguous tensor of `shape` in the middle of a buffer with _GUARD canary elements before and after, all
+    set to fill. Returns (view, canaries_intact)."""
+    n = 1
+    for d in shape:
+        n *= d
+    buffer = torch.full((n + 2 * _GUARD,), fill, dtype=dtype)
+    view = buffer[_GUARD:_GUARD + n].view(shape)
+
+    def intact() -> bool:
+        return bool((buffer[:_GUARD] == fill).all() and (buffer[_GUARD + n:] == fill).all())
+
+    return view, intact
+
+
+def test_no_kernel_writes_outside_its_outputs(triton_blocks):
+    """Every launcher of kernels/ writes into outputs guarded by canaries on both sides, on shapes whose last
+    program is partial (with the GPU's block sizes too); what it writes equals the op's result."""
+    from sparkle_fast import ops
+    from sparkle_fast.kernels import canny as canny_k
+    from sparkle_fast.kernels import compose as compose_k
+    from sparkle_fast.kernels import lucas_kanade as lk_k
+    from sparkle_fast.kernels import mask_augment as mask_k
+    from sparkle_fast.ops import optical_flow
+
+    rng = np.random.default_rng(0)
+    T, H, W = 2, 19, 131  # 2 * 19 * 131 = 4978 pixels: 5 blocks of 1024, the last partial; 2 x 3 tiles of 16x64
+    rgb = torch.from_numpy(rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8))
+    gray_want = ops.rgb_to_gray(rgb.numpy())
+    gray, ok = _guarded((T, H, W), torch.uint8, 0xA5)
+    canny_k.rgb_to_gray(rgb, gray)
+    assert ok() and np.array_equal(gray.numpy(), gray_want)
+
+    edges_want = ops.canny(rgb.numpy(), 40, 90)
+    state, ok_state = _guarded((T, H, W), torch.uint8, 0xA5)
+    label, ok_label = _guarded((T, H, W), torch.int32, -7)
+    edges, ok_edges = _guarded((T, H, W), torch.uint8, 0xA5)
+    canny_k.nms_threshold(rgb, True, 40, 90, state, label)
+    canny_k.hysteresis_links(state, label)
+    canny_k.edges_from_links(state, label, edges)
+    assert ok_state() and ok_label() and ok_edges() and np.array_equal(edges.numpy(), edges_want)
+
+    mask = torch.from_numpy((rng.random((T, H, W)) < 0.4).astype(np.uint8))
+    for packed in (False, True):
+        m = torch.from_numpy(np.packbits(mask.numpy().ravel())) if packed else mask
+        out, ok = _guarded((T * H * W, 3), torch.uint8, 0xA5)
+        compose_k.compose(gray.reshape(-1), edges.reshape(-1), m, packed, out)
+        want = ops.compose_edges(gray.numpy(), edges.numpy(), mask.numpy().astype(bool))
+        assert ok() and np.array_equal(out.numpy().reshape(T, H, W, 3), want)
+
+    dilated, ok = _guarded((T, H, W), torch.uint8, 0xA5)
+    mask_k.dilate(mask, 2, dilated)
+    assert ok() and np.array_equal(dilated.numpy() != 0, ops.dilate_mask(mask.numpy(), 2))
+    filled, ok = _guarded((T, H, W), torch.uint8, 0xA5)
+    vertices = torch.tensor([[[3, 2], [40, 5], [20, 15]], [[0, 0], [130, 0], [130, 18]]], dtype=torch.int32)
+    mask_k.fill_polygons(vertices, torch.tensor([3, 3], dtype=torch.int32), filled)
+    assert ok() and filled.sum() > 0
+
+    prev, nxt = (torch.from_numpy(rng.integers(0, 256, (1, 40, 48), dtype=np.uint8)).float() for _ in range(2))
+    dx, dy = optical_flow._scharr(prev)
+    n = 5  # 3 programs of the GPU's 2 points
+    points = torch.from_numpy(rng.uniform(5, 35, (n, 2)).astype(np.float32))
+    next_pts, ok_pts = _guarded((n, 2), torch.float32, -123.0)
+    next_pts.copy_(points)
+    status, ok_status = _guarded((n,), torch.int8, 7)
+    status.fill_(1)
+    err, ok_err = _guarded((n,), torch.float32, -123.0)
+    lk_k.track_level(prev, nxt, dx, dy, points, next_pts, status, err, n, 0, True, 15, 10, 1e-4, 1e-4)
+    assert ok_pts() and ok_status() and ok_err()
+    assert set(status.tolist()) <= {0, 1} and bool(torch.isfinite(next_pts).all())
