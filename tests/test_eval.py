@@ -285,3 +285,100 @@ def test_ablation_config_values_and_reuse_errors(tmp_path):
         reuse_stages(tmp_path / "nothing", tmp_path / "out", "copy-paste")
     with pytest.raises(ValueError, match="needs --ablation"):
         reuse_stages(tmp_path / "nothing", tmp_path / "out", "")
+
+
+def _stage_inputs(tmp_path):
+    """A layout holding what stages 4 and 5 read for one sample (source, background video, mask, edited frame 0),
+    and the records of stages 2 and 3."""
+    from sparkle_fast.camera_synthetic import make_clip
+    from sparkle_fast.stages.base import Sample
+
+    out = layout.SparkleLayout(tmp_path / "out")
+    sample = Sample("Sparkle_time_000000", "time", "clip.mp4")
+    source = make_clip("static", n_frames=9, size=(64, 96), subject_fraction=0.12, seed=3).frames
+    background = make_clip("static", n_frames=9, size=(64, 96), subject_fraction=0.0, photo="coffee", seed=4).frames
+    mask = np.zeros((9, 64, 96), bool)
+    mask[:, 16:48, 24:72] = True
+    video.write_video(out.artifact("time", "source_video", sample.id), source, fps=16)
+    video.write_video(out.artifact("time", "edited_background_video", sample.id), background, fps=16)
+    video.write_image(out.artifact("time", "edited_frame0", sample.id), background[0])
+    save_mask(out.artifact("time", "source_video_mask", sample.id), mask)
+    previous = {2: {"prompt": "Replace the background with a cafe."},
+                3: {"r1": {"round1_labels": ["person"],
+                           "round1_objects": [{"bbox_2d": [250, 250, 750, 750], "label": "person"}]}}}
+    return out, sample, mask, previous
+
+
+@pytest.mark.parametrize("ablation", ["", "foreground-only", "copy-paste"])
+def test_stage5_ablations(tmp_path, ablation):
+    """foreground-only: the control video keeps the source's edges inside the mask and nothing outside; copy-paste:
+    the final video is the source inside the mask over the background video, and the control model is not called."""
+    from sparkle_fast.driver.config import load_config
+    from sparkle_fast.models.base import TaskResult
+    from sparkle_fast.stages.base import StageContext
+    from sparkle_fast.stages.stage5 import SynthesizeStage
+
+    out, sample, mask, previous = _stage_inputs(tmp_path)
+    calls = []
+
+    class Control:  # returns its control video as the "generated" one
+        def try_generate(self, control, start_image, prompt, **kwargs):
+            calls.append(prompt)
+            return TaskResult(ok=True, value=np.asarray(control.cpu()).copy())
+
+    class Scorer:
+        def score_frames(self, source_frames, edited_frames, instruction, *, passes=None):
+            return TaskResult(ok=True, value=[{"SC_score": 9.0, "PQ_score": 9.0, "O_score": 9.0,
+                                               "SC_score_reasoning": "", "PQ_score_reasoning": "",
+                                               "SC_raw_output": "", "PQ_raw_output": ""} for _ in source_frames])
+
+    config = load_config(overrides={"clip.width": 96, "clip.height": 64, "clip.max_frames": 9,
+                                    "run.ablation": ablation})
+    context = StageContext(out, config, {"control": Control(), "scorer": Scorer()}, previous)
+    outcome = SynthesizeStage().run(sample, context)
+    assert outcome.status == "done", outcome.reason
+    assert outcome.record.get("ablation", "") == ablation
+    control = video.read_frames(out.artifact("time", "edited_video_canny", sample.id)).frames.numpy()
+    final = video.read_frames(out.artifact("time", "edited_video", sample.id)).frames.numpy().astype(int)
+    outside_edges = int((control[~mask] > 127).sum())
+    if ablation == "foreground-only":
+        assert outside_edges == 0 and int((control[mask] > 127).sum()) > 0
+    else:
+        assert outside_edges > 0  # background guidance
+    if ablation == "copy-paste":
+        assert calls == []
+        source = video.read_frames(out.artifact("time", "source_video", sample.id)).frames.numpy().astype(int)
+        background = video.read_frames(out.artifact("time", "edited_background_video",
+                                                     sample.id)).frames.numpy().astype(int)
+        assert np.abs(final[mask] - source[mask]).mean() < 4  # H.264 loss only
+        assert np.abs(final[~mask] - background[~mask]).mean() < 4
+    else:
+        assert calls == ["Replace the background with a cafe."]
+
+
+@pytest.mark.parametrize("ablation,passes", [("", 2), ("single-pass", 1)])  # 9 frames at 2 FPS: anchors 0, 8
+def test_stage4_single_pass_ablation(tmp_path, ablation, passes):
+    """single-pass: one forward tracking pass from the first anchor and no vote, instead of one pass per anchor."""
+    from sparkle_fast.bait import ScriptedTracker
+    from sparkle_fast.driver.config import load_config
+    from sparkle_fast.models.base import TaskResult
+    from sparkle_fast.stages.base import StageContext
+    from sparkle_fast.stages.stage4 import BaitStage
+
+    out, sample, mask, previous = _stage_inputs(tmp_path)
+
+    class Grounder:
+        def ground_per_frame(self, frames, labels):
+            return TaskResult(ok=True, value=[[{"bbox_2d": [250, 250, 750, 750], "label": label} for label in labels]
+                                              for _ in frames])
+
+    tracker = ScriptedTracker(lambda anchor, index, frame, reverse: mask[frame])
+    config = load_config(overrides={"clip.width": 96, "clip.height": 64, "clip.max_frames": 9,
+                                    "run.ablation": ablation})
+    outcome = BaitStage().run(sample, StageContext(out, config, {"vlm": Grounder(), "sam3": tracker}, previous))
+    assert outcome.status == "done", outcome.reason
+    bait = outcome.record["bait"]
+    assert bait["mode"] == ("single" if ablation else "bait") and bait["passes"] == passes
+    anchors = {anchor for anchor, _, _ in tracker.calls}
+    reverses = {reverse for _, reverse, _ in tracker.calls}
+    assert (anchors, reverses) == (({0}, {False}) if ablation else ({0, 8}, {False, True}))
