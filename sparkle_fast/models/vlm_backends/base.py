@@ -60,6 +60,7 @@ class Sampling:
     top_k: int = 0        # 0: no top-k cut
     seed: int | None = None
     n: int = 1
+    min_new_tokens: int = 0  # benchmarks: fixed answer lengths (min = max), as `vllm bench throughput` runs them
 
     @property
     def greedy(self) -> bool:

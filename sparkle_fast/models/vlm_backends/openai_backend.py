@@ -98,6 +98,8 @@ class OpenAIBackend(VLMBackend):
         """The chat-completions request body for one request."""
         body: dict[str, Any] = {"model": self.model, "messages": openai_messages(request),
                                 "max_tokens": sampling.max_new_tokens, "n": sampling.n}
+        if sampling.min_new_tokens:  # a vLLM / SGLang extension
+            body["min_tokens"] = sampling.min_new_tokens
         if sampling.greedy:
             body["temperature"] = 0.0
         else:

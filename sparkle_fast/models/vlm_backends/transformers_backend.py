@@ -104,6 +104,8 @@ class TransformersBackend(VLMBackend):
         # Greedy; when sampling, greedy over the sampler's one finite token per row is that row's seeded draw.
         kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "do_sample": False, "temperature": None,
                                   "top_p": None, "top_k": None, "logits_processor": processors}
+        if sampling.min_new_tokens:
+            kwargs["min_new_tokens"] = sampling.min_new_tokens
         with torch.inference_mode():
             out = self.model.generate(**inputs, **kwargs)
         answers = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True,

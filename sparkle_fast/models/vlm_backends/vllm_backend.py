@@ -74,7 +74,8 @@ class VLLMBackend(VLMBackend):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        kwargs: dict[str, Any] = {"n": sampling.n, "max_tokens": sampling.max_new_tokens}
+        kwargs: dict[str, Any] = {"n": sampling.n, "max_tokens": sampling.max_new_tokens,
+                                  "min_tokens": sampling.min_new_tokens}
         if sampling.greedy:
             kwargs["temperature"] = 0.0
         else:
