@@ -43,7 +43,7 @@ def images():
 
 
 def _answer(scores, reasoning="r") -> str:
-    return '{"reasoning": "%s", "score": [%d, %d]}' % (reasoning, scores[0], scores[1])
+    return f'{{"reasoning": "{reasoning}", "score": [{scores[0]}, {scores[1]}]}}'
 
 
 def _scripted(adapter, monkeypatch, answer_for):
@@ -127,8 +127,8 @@ def decompose_frame0(record, passes):
         for order in dict.fromkeys(itertools.permutations(pairs)):
             # min(a, b) = m: one side is m, the other takes a share of what is left of its sum.
             for a_is_min in itertools.product((True, False), repeat=passes):
-                a = [m if is_min else None for (m, _), is_min in zip(order, a_is_min)]
-                b = [None if is_min else m for (m, _), is_min in zip(order, a_is_min)]
+                a = [m if is_min else None for (m, _), is_min in zip(order, a_is_min, strict=True)]
+                b = [None if is_min else m for (m, _), is_min in zip(order, a_is_min, strict=True)]
                 for side, total in ((a, a_sum), (b, b_sum)):
                     free = [i for i, v in enumerate(side) if v is None]
                     rest = total - sum(v for v in side if v is not None)
@@ -142,14 +142,14 @@ def decompose_frame0(record, passes):
                     if rest != 0:
                         break
                 else:
-                    if any(min(x, y) != m for x, y, (m, _) in zip(a, b, order)):
+                    if any(min(x, y) != m for x, y, (m, _) in zip(a, b, order, strict=True)):
                         continue
                     got = {"prompt_following": _mean([x / unit for x in a]),
                            "consistency": _mean([y / unit for y in b]),
                            "perceptual_quality": _mean([p / unit for _, p in order]),
                            "overall": _mean([math.sqrt(m / unit * (p / unit)) for m, p in order])}
                     if got == record:
-                        return [[((x, y), (p, p)) for x, y, (_, p) in zip(a, b, order)]]
+                        return [[((x, y), (p, p)) for x, y, (_, p) in zip(a, b, order, strict=True)]]
     return []
 
 

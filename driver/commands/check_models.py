@@ -11,7 +11,8 @@ HELP = ("report what each model slot of a --models folder holds (family, size, L
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("models", help="the --models folder (one sub-folder per slot, see sparkle_fast/models/slots.py)")
+    parser.add_argument("models",
+                        help="the --models folder (one sub-folder per slot, see sparkle_fast/models/slots.py)")
     parser.add_argument("--config", default=None,
                         help="the run's TOML config: its [scorer], [i2v] and [control] settings are checked against "
                              "the folders (default: Sparkle's settings)")

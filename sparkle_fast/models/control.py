@@ -68,7 +68,6 @@ from sparkle_fast.models.i2v import (
     check_image_size,
     check_prompt_length,
     check_video_geometry,
-    configure_wan_pipeline,
     frames_to_uint8,
 )
 from sparkle_fast.models.slots import ModelLoadError, check_model_folder
@@ -399,7 +398,7 @@ def load_fun_control(folder: str | os.PathLike, *, dtype: torch.dtype = torch.fl
         num_train = int(json.loads(scheduler_config.read_text()).get("num_train_timesteps", 1000))
     experts = [WanFunControlTransformer3DModel.from_pretrained(folder / name, dtype=dtype).eval()
                for name in ("transformer", "transformer_2")]
-    for name, expert in zip(("transformer", "transformer_2"), experts):
+    for name, expert in zip(("transformer", "transformer_2"), experts, strict=True):
         if expert.config.in_channels != FUN_CONTROL_IN_CHANNELS:
             raise ModelLoadError(f"[control] {folder / name}: in_channels {expert.config.in_channels}, Fun-Control "
                                  f"takes {FUN_CONTROL_IN_CHANNELS} (is this a Fun-Control checkpoint?)")
