@@ -14,6 +14,9 @@
     [engines]     how each per-frame network runs (ours; docs/ENGINES.md): sam3, vae, lineart = "torch" | "compile" |
                   "tensorrt" | "onnxruntime"; precision = "bf16" (TensorRT engines); cache_dir = "" (the default cache)
     [scorer]      passes = 4 (EditScore passes averaged: Sparkle's, derived from its published records)
+    [vlm]         where the VLM tasks and EditScore run (ours; docs/VLM_BACKENDS.md): backend = "transformers" |
+                  "vllm" | "openai"; url, model, scorer_url, scorer_model, api_key_env (openai); concurrency;
+                  merged_cache (vllm: EditScore's LoRA merged once)
     [i2v]         stage 3's Wan2.2 I2V: mode = "distilled" (Sparkle's 4-step LightX2V; needs the LoRAs) | "stock",
                   steps, guidance (stock), shift, boundary, negative_prompt, seed, experts_distilled, lora_high/low
     [control]     stage 5's Wan2.2 Fun-Control: mode = "stock" | "distilled", steps = 50, guidance = 6.0, shift = 5.0,
@@ -177,6 +180,26 @@ class EnginesConfig:
     cache_dir: str = ""  # "" = $SPARKLE_FAST_ENGINE_CACHE or ~/.cache/sparkle_fast/engines
 
 
+VLM_BACKENDS = ("transformers", "vllm", "openai")  # = sparkle_fast.models.vlm_backends.BACKENDS
+
+
+@dataclass
+class VLMSection:
+    """Where the VLM tasks and EditScore get their answers (models/vlm_backends; the fields of its BackendSettings).
+    transformers: the models in the worker's process; vllm: vLLM's offline engine in the worker's process (GPU);
+    openai: an OpenAI-compatible server (vLLM, SGLang) at url serving `model` (and `scorer_model`: EditScore's
+    backbone with its LoRA merged)."""
+
+    backend: str = "transformers"
+    url: str = ""  # openai: e.g. "http://127.0.0.1:8000/v1"
+    model: str = ""  # openai: the served name of the Qwen3-VL model
+    scorer_url: str = ""  # openai: EditScore's server when it is another one ("" = url)
+    scorer_model: str = ""  # openai: the served name of EditScore's (merged) backbone
+    api_key_env: str = ""  # openai: the environment variable holding the API key ("" = none)
+    concurrency: int = 32  # openai: requests in flight at once
+    merged_cache: str = ""  # vllm: folder for EditScore's merged backbone ("" = <scorer folder>/merged)
+
+
 @dataclass
 class PipelineConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
@@ -190,6 +213,7 @@ class PipelineConfig:
     scorer: ScorerSection = field(default_factory=ScorerSection)
     i2v: I2VSection = field(default_factory=I2VSection)
     control: ControlSection = field(default_factory=ControlSection)
+    vlm: VLMSection = field(default_factory=VLMSection)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -313,6 +337,19 @@ def _check_engines(config: PipelineConfig) -> list[str]:
     return problems
 
 
+def _check_vlm(config: PipelineConfig) -> list[str]:
+    vlm = config.vlm
+    problems = []
+    if vlm.backend not in VLM_BACKENDS:
+        problems.append(f"vlm.backend must be one of {', '.join(repr(b) for b in VLM_BACKENDS)}, got {vlm.backend!r}")
+    elif vlm.backend == "openai" and not (vlm.url and vlm.model):
+        problems.append("vlm.backend = \"openai\" needs vlm.url (the server, e.g. http://127.0.0.1:8000/v1) and "
+                        "vlm.model (its served model name)")
+    if vlm.concurrency < 1:
+        problems.append(f"vlm.concurrency must be >= 1, got {vlm.concurrency}")
+    return problems
+
+
 def _check_model_settings(config: PipelineConfig) -> list[str]:
     """[scorer], [i2v], [control]: values the models cannot run with."""
     problems = []
@@ -373,6 +410,7 @@ def check_config(config: PipelineConfig) -> None:
         problems.append("thresholds.camera_* must be >= 0")
     problems += _check_model_settings(config)
     problems += _check_files(config)
+    problems += _check_vlm(config)
     problems += _check_engines(config)
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
