@@ -174,12 +174,13 @@ def main(argv=None) -> int:
     chosen = args.targets.split(",")
     if "sam3" in chosen:
         bench_sam3(bench, impls, full, dtype, precision, cache, label, repeat)
+    # shapes: the real ones on GPU; on CPU (tiny models) smaller, so a run takes minutes; --quick: the smallest
     if "vae" in chosen:
-        bench_vae(bench, impls, full, dtype, precision, cache, label, repeat,
-                  latent_frames=21 if full else 2, latent_hw=(90, 160) if full else (4, 6))
+        latent_frames, latent_hw = (2, (4, 6)) if bench.quick else (21, (90, 160)) if full else (3, (12, 20))
+        bench_vae(bench, impls, full, dtype, precision, cache, label, repeat, latent_frames, latent_hw)
     if "lineart" in chosen:
-        bench_lineart(bench, impls, full, dtype, precision, cache, label, repeat,
-                      hw=(512, 896) if full else (16, 24))
+        hw = (16, 24) if bench.quick else (512, 896) if full else (128, 224)
+        bench_lineart(bench, impls, full, dtype, precision, cache, label, repeat, hw)
     bench.compare_to("eager")
     bench.finish()
     return 0

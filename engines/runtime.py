@@ -35,7 +35,8 @@ class TorchGraph:
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.inference_mode():
-            return tuple(self._call(*inputs))
+            outputs = self._call(*inputs)
+        return (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
 
 
 _ORT_TO_TORCH = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16,
