@@ -34,7 +34,10 @@ def _cycle(kind, folder, device):
     else:
         adapter = EditScoreAdapter.from_pretrained(folder / "editscore", device=device,
                                                    config=ScorerConfig(reasoning_chars=2, max_new_tokens=24))
-        assert adapter._generate([([image], "rate")], seed=0)[0].startswith("{")
+        from sparkle_fast.models.base import to_pil
+        from sparkle_fast.models.scorer import ScoreRequest
+
+        assert adapter._generate([ScoreRequest((to_pil(image),), "rate", 0)])[0].startswith("{")
     adapter.release()
 
 
