@@ -199,3 +199,39 @@ def _readme_rule(box, width, height):
        width=st.integers(1, 4096), height=st.integers(1, 4096))
 def test_normalize_bbox_matches_the_readme_rule_everywhere(box, width, height):
     assert ja.normalize_bbox(box, width, height) == _readme_rule(box, width, height)
+
+
+# --- JSON Schema for the grammar engines (xgrammar in every backend) ---------------------------------------------
+
+def _xgrammar_accepts(tokenizer, schema, text: str) -> bool:
+    import xgrammar as xgr
+
+    from sparkle_fast.models.vlm_backends.grammar import JsonGrammars
+
+    grammars = JsonGrammars(tokenizer, len(tokenizer), [tokenizer.convert_tokens_to_ids("<|im_end|>")])
+    matcher = xgr.GrammarMatcher(grammars.compiled(ja.to_json_schema(schema)))
+    return matcher.accept_string(text) and matcher.is_completed()
+
+
+def test_json_schema_grammar_takes_compact_schema_answers_only(tokenizer):
+    grounding = SCHEMAS["grounding"]
+    assert _xgrammar_accepts(tokenizer, grounding, '[{"bbox_2d":[1,2,3,1000],"label":"a b"}]')
+    assert _xgrammar_accepts(tokenizer, grounding, '[{"bbox_2d":[0,0,5,5],"label":"x"},{"bbox_2d":[1,1,2,2],'
+                                                   '"label":"0123456789"}]')
+    for bad in ('[]', '[{"bbox_2d":[1,2,3],"label":"a"}]', '[{"bbox_2d":[1,2,3,1001],"label":"a"}]',
+                '[{"bbox_2d":[01,2,3,4],"label":"a"}]', '[{"bbox_2d":[1,2,3,4],"label":""}]',
+                '[{"label":"a","bbox_2d":[1,2,3,4]}]', '[{"bbox_2d": [1,2,3,4],"label":"a"}]',
+                '[{"bbox_2d":[1,2,3,4],"label":"01234567890"}]', '[{"bbox_2d":[1,2,3,4],"label":"a\\"b"}]'):
+        assert not _xgrammar_accepts(tokenizer, grounding, bad), bad
+    frames = SCHEMAS["frames"]
+    assert _xgrammar_accepts(tokenizer, frames, '[{"bbox_2d":[],"label":"man"},{"bbox_2d":[1,2,3,4],"label":"red hat"}]')
+    assert not _xgrammar_accepts(tokenizer, frames, '[{"bbox_2d":[],"label":"man"}]')
+    assert not _xgrammar_accepts(tokenizer, frames, '[{"bbox_2d":[],"label":"hat"},{"bbox_2d":[],"label":"man"}]')
+
+
+@pytest.mark.parametrize("low,high", [(0, 12), (1, 128), (1, 129), (0, 300)])
+def test_long_text_bounds_are_exact_in_chunked_patterns(tokenizer, low, high):
+    """Text bounds past xgrammar's safe repetition count (128) are written in chunks; the bounds stay exact."""
+    schema = ja.Object((("reasoning", ja.Text(high, min_chars=low)),))
+    for n, ok in ((low, True), (high, True), (high + 1, False)) + (((low - 1, False),) if low else ()):
+        assert _xgrammar_accepts(tokenizer, schema, '{"reasoning":"' + "a" * n + '"}') is ok, n
