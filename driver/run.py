@@ -139,11 +139,14 @@ def run_summary(manifest: Manifest, stage_names: dict[int, str], wall_seconds: f
 def run_pipeline(input: str | Path, out: str | Path, config: PipelineConfig, models: str | Path = "tiny",
                  stages: Iterable[int] = range(1, 6), limit: int | None = None,
                  log: Callable[[str], None] | None = None, progress: Callable[[str, int, int], None] | None = None,
-                 stage_objects: list | None = None, devices: list[str] | None = None) -> dict:
+                 stage_objects: list | None = None, devices: list[str] | None = None, runner: str = "local",
+                 ray_address: str | None = None) -> dict:
     """Run the pipeline (module docstring); returns the summary written to out/summary.json.
 
     devices: workers.parse_devices' list; None or one device this process can use runs here (LocalRunner), else one
     worker process per device on disjoint shards (workers.ShardedRunner; not with stage_objects).
+    runner: "local" (the above) or "ray": actor pools on a Ray cluster at ray_address (None: a local instance;
+    driver/ray_runner.py), which places work on the cluster's GPUs itself (devices is then ignored).
 
     Raises ValueError for unusable inputs and models.ModelFolderError for a missing or incomplete model folder,
     both before any sample is processed."""
@@ -181,14 +184,23 @@ def run_pipeline(input: str | Path, out: str | Path, config: PipelineConfig, mod
         if changed:
             log("config changed since the last run: " + ", ".join(changed))
         _write_json(out_layout.root / "config.json", config.to_dict())
-        if devices is not None and needs_workers(devices):
+        if runner not in ("local", "ray"):
+            raise ValueError(f"--runner {runner!r}: expected local or ray")
+        if runner == "ray":
+            from .ray_runner import RayRunner
+
+            log(f"Ray runner: {ray_address or 'a local Ray instance'}; pools in {out_layout.root / 'logs'}")
+            runner_object = RayRunner.from_config(config, address=ray_address, progress=progress or Progress(),
+                                                  only=only, log=log)
+        elif devices is not None and needs_workers(devices):
             if stage_objects is not None:
                 raise ValueError("stage_objects cannot cross into worker processes; run them on one device")
             log(f"{len(devices)} worker(s): {', '.join(devices)}; logs in {out_layout.root / 'logs'}")
-            runner = ShardedRunner(devices, models, chosen, only=only)
+            runner_object = ShardedRunner(devices, models, chosen, only=only)
         else:
-            runner = LocalRunner(config.run.chunk_size, config.run.max_attempts, progress or Progress(), only=only)
-        runner.run(stage_list, manifest, out_layout, config, models)
+            runner_object = LocalRunner(config.run.chunk_size, config.run.max_attempts, progress or Progress(),
+                                        only=only)
+        runner_object.run(stage_list, manifest, out_layout, config, models)
         try:
             rows = write_index_files(manifest, out_layout)
             summary = run_summary(manifest, {s.number: s.name for s in stage_list}, time.perf_counter() - started,

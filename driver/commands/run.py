@@ -22,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help="auto (one worker per visible GPU; CPU without one), cpu, cuda, cuda:N, or a list such "
                              "as cuda:0,cuda:1: one worker process per device on disjoint shards of the samples")
+    parser.add_argument("--runner", choices=("local", "ray"), default="local",
+                        help="local (default: this process, or one worker per --device) or ray (actor pools on a Ray "
+                             "cluster; pip install 'sparkle-fast[ray]')")
+    parser.add_argument("--ray-address", default=None,
+                        help="with --runner ray: the cluster's address (HOST:PORT of `ray start --head`); default: "
+                             "start a local Ray instance")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value (TOML syntax for the value; repeatable)")
     parser.add_argument("--ablation", choices=("copy-paste", "foreground-only", "single-pass"),
@@ -89,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         stages = parse_stages(args.stages)
         devices = parse_devices(args.device)
         summary = run_pipeline(args.input, args.out, config, models=args.models, stages=stages, limit=args.limit,
-                               devices=devices)
+                               devices=devices, runner=args.runner, ray_address=args.ray_address)
     except (ConfigError, ValueError, ModelFolderError, ManifestError) as exc:
         print(f"sparkle-fast run: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,142 @@
+"""`sparkle-fast run --runner ray` on a real two-node local Ray cluster (ray.cluster_utils.Cluster, each node
+declaring fake GPUs): the same decisions, records and files as the local runner, through a worker actor SIGKILLed
+mid-run and through a driver SIGKILLed and rerun."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from sparkle_fast.driver.demo import demo_config_path, write_demo_inputs  # noqa: E402
+from sparkle_fast.layout_check import check_dataset  # noqa: E402
+
+# Rewritten by every run (timings) or per-runner bookkeeping: compared by existence only, or not at all.
+TIMED = {"summary.json"}
+# Every run of this module, local ones too (the config is part of what is compared): the Ray pool table every 2 s.
+STATUS_EVERY_2S = ("--set", "ray.status_seconds=2")
+
+
+def run_cli(inputs: Path, out: Path, *extra: str, kill_when: str | None = None) -> tuple[int, str]:
+    """`sparkle-fast run` on the demo's inputs and config; with kill_when, SIGKILL it at the first stderr line that
+    starts with that text."""
+    command = [sys.executable, "-u", "-m", "sparkle_fast.driver.cli", "run", "--input", str(inputs), "--out",
+               str(out), "--config", str(demo_config_path()), "--models", "tiny", *STATUS_EVERY_2S, *extra]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if kill_when and line.startswith(kill_when):
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=1200)
+    process.stderr.close()
+    return process.returncode, "".join(lines)
+
+
+def snapshot(out: Path, with_attempts: bool = True) -> dict:
+    """Decisions and records per sample and stage (no timings), and every artifact's bytes (hashed)."""
+    columns = "sample_id, stage, status, score, reason, record" + (", attempts" if with_attempts else "")
+    with sqlite3.connect(out / "manifest.sqlite") as db:
+        rows = db.execute(f"SELECT {columns} FROM stage_results ORDER BY sample_id, stage").fetchall()
+    files = {}
+    for path in sorted(out.rglob("*")):
+        relative = path.relative_to(out).as_posix()
+        if path.is_dir() or relative.startswith(("manifest.sqlite", "logs/")):
+            continue
+        files[relative] = "present" if relative in TIMED else hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"results": rows, "files": files}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    return write_demo_inputs(tmp_path_factory.mktemp("demo_input"))
+
+
+@pytest.fixture(scope="module")
+def local_run(inputs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("local") / "out"
+    code, log = run_cli(inputs, out)
+    assert code == 0, log
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Ray nodes on this machine, 3 fake GPUs and 3 CPUs each (logical resources: enough for the five pools)."""
+    from ray.cluster_utils import Cluster
+
+    env = {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    os.environ.update(env)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "num_gpus": 3,
+                                                            "include_dashboard": False})
+    cluster.add_node(num_cpus=3, num_gpus=3)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+def _kill_first_actor_of(out: Path, pool: str, timeout: float = 600) -> int:
+    """Wait until OUT/logs/ray-pools.json lists an actor of `pool` (it has loaded its models and been sent work),
+    then SIGKILL that actor's process; returns its pid."""
+    path = out / "logs" / "ray-pools.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            info = json.loads(path.read_text()).get(pool) or []
+        except (OSError, ValueError):
+            info = []
+        pids = [a["pid"] for a in info if a and "pid" in a]
+        if pids:
+            os.kill(pids[0], signal.SIGKILL)
+            return pids[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no {pool} actor appeared in {path} within {timeout} s")
+
+
+def test_two_nodes_with_a_worker_killed_equal_the_local_runner(inputs, local_run, cluster, tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-u", "-m", "sparkle_fast.driver.cli", "run", "--input", str(inputs), "--out",
+               str(out), "--config", str(demo_config_path()), "--models", "tiny", "--runner", "ray",
+               "--ray-address", cluster.address, *STATUS_EVERY_2S]
+    with open(tmp_path / "run.log", "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        killed = _kill_first_actor_of(out, "edit")  # stage 2's actor, with a sample in flight
+        code = process.wait(timeout=1200)
+    text = (tmp_path / "run.log").read_text()
+    assert code == 0, text[-4000:]
+    # Every decision, score, record and file as the local runner made them; only attempts differ, where the killed
+    # actor's samples were retried.
+    assert snapshot(out, with_attempts=False) == snapshot(local_run, with_attempts=False)
+    assert [p.replace(str(out), "OUT") for p in check_dataset(out)] == [
+        p.replace(str(local_run), "OUT") for p in check_dataset(local_run)]
+    with sqlite3.connect(out / "manifest.sqlite") as db:
+        retried = db.execute("SELECT sample_id, attempts, status FROM stage_results WHERE stage = 2 AND attempts > 1"
+                             ).fetchall()
+    assert retried, f"the actor killed (pid {killed}) had nothing in flight:\n{text[-3000:]}"
+    assert "retry" in text and "edit" in text  # the pool table was printed
+    pools = json.loads((out / "logs" / "ray-pools.json").read_text())
+    nodes = {a["node"] for actors in pools.values() for a in actors if a and "node" in a}
+    assert len(nodes) == 2, pools  # the pools were spread over both nodes
+    assert all(a["pid"] != killed for a in pools["edit"] if a and "pid" in a)  # the dead actor was replaced
+
+
+def test_driver_sigkilled_then_rerun_equals_the_local_runner(inputs, local_run, cluster, tmp_path):
+    out = tmp_path / "out"
+    extra = ("--runner", "ray", "--ray-address", cluster.address)
+    code, log = run_cli(inputs, out, *extra, kill_when="[edit] 1/")
+    assert code == -signal.SIGKILL, f"the run finished before stage 2 reported:\n{log[-3000:]}"
+    code, log = run_cli(inputs, out, *extra)
+    assert code == 0, log[-4000:]
+    assert snapshot(out) == snapshot(local_run)  # attempts included: nothing ran twice, nothing was lost
+    assert not list(out.rglob("*.tmp"))
