@@ -224,7 +224,8 @@ def test_json_schema_grammar_takes_compact_schema_answers_only(tokenizer):
                 '[{"bbox_2d":[1,2,3,4],"label":"01234567890"}]', '[{"bbox_2d":[1,2,3,4],"label":"a\\"b"}]'):
         assert not _xgrammar_accepts(tokenizer, grounding, bad), bad
     frames = SCHEMAS["frames"]
-    assert _xgrammar_accepts(tokenizer, frames, '[{"bbox_2d":[],"label":"man"},{"bbox_2d":[1,2,3,4],"label":"red hat"}]')
+    both = '[{"bbox_2d":[],"label":"man"},{"bbox_2d":[1,2,3,4],"label":"red hat"}]'
+    assert _xgrammar_accepts(tokenizer, frames, both)
     assert not _xgrammar_accepts(tokenizer, frames, '[{"bbox_2d":[],"label":"man"}]')
     assert not _xgrammar_accepts(tokenizer, frames, '[{"bbox_2d":[],"label":"hat"},{"bbox_2d":[],"label":"man"}]')
 

