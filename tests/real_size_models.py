@@ -21,8 +21,9 @@ def write_sparse_safetensors(path: Path, tensors: dict[str, tuple[str, tuple[int
         count = 1
         for s in shape:
             count *= s
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + count * DTYPE_BYTES[dtype]]}
-        offset += count * DTYPE_BYTES[dtype]
+        nbytes = count * DTYPE_BYTES[dtype]
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
     path.parent.mkdir(parents=True, exist_ok=True)

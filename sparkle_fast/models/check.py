@@ -20,11 +20,11 @@ import json
 import math
 import os
 import re
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparkle_fast.models.slots import PIPELINE_SLOTS, SLOTS
+from sparkle_fast.models.weights import read_header, safetensors_header
 
 # Published sizes (billions of parameters) per family, for naming a counted size.
 FAMILY_SIZES = {
@@ -67,33 +67,11 @@ class SlotReport:
 
 # --- reading files without loading weights ---------------------------------------------------------------------
 
-def safetensors_header(path: str | os.PathLike) -> dict:
-    """The header of a .safetensors file: {tensor name: {"dtype", "shape", "data_offsets"}} (without __metadata__).
-    ValueError naming the file when it is not a safetensors file."""
-    path = Path(path)
-    with open(path, "rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) != 8:
-            raise ValueError(f"{path}: too short for a safetensors file")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > path.stat().st_size - 8 or length > 512 * 1024 * 1024:
-            raise ValueError(f"{path}: header length {length} does not fit the file (not a safetensors file?)")
-        try:
-            header = json.loads(handle.read(length))
-        except ValueError as exc:
-            raise ValueError(f"{path}: header is not JSON ({exc})") from exc
-    if not isinstance(header, dict):
-        raise ValueError(f"{path}: header is not a JSON object")
-    header.pop("__metadata__", None)
-    return header
-
-
 def folder_tensors(folder: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     """{name: (dtype, shape)} of every tensor in the folder's *.safetensors files (shards included)."""
     tensors = {}
     for path in sorted(folder.glob("*.safetensors")):
-        for name, info in safetensors_header(path).items():
-            tensors[name] = (info.get("dtype", "?"), tuple(int(d) for d in info.get("shape", ())))
+        tensors.update(read_header(path))
     return tensors
 
 
