@@ -1,7 +1,9 @@
 """OpenCV-exact gray conversion and Canny edges, frame by frame over videos.
 
-Sparkle's control video is Canny edges as VideoX-Fun computes them: gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY),
-edges = cv2.Canny(gray, 100, 200) (aperture 3, L1 gradient). These ops mean exactly that, bit for bit.
+Stage 5's default control edges ([edges] extractor = "canny") are Canny edges as VideoX-Fun computes them for its
+control models: gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), edges = cv2.Canny(gray, 100, 200) (aperture 3, L1
+gradient). These ops mean exactly that, bit for bit. The 100 / 200 thresholds are VideoX-Fun's, not published by
+Sparkle, whose paper says "Canny edges ... using Lineart [5]"; the line-art extractor is models/lineart.py.
 
 Public ops (numpy / torch (CPU or CUDA) / cupy in, the same kind out; see sparkle_fast.ops._dispatch):
   rgb_to_gray(frames)                 uint8 (..., 3) RGB -> uint8 (...)
