@@ -105,3 +105,27 @@ def test_config_checks_the_extractor():
         load_config(overrides={"edges.extractor": "hed"})
     with pytest.raises(ConfigError, match="lineart_detect_resolution must be >= 64"):
         load_config(overrides={"edges.lineart_detect_resolution": 32})
+
+
+def test_a_demo_run_with_lineart_validates(tmp_path):
+    """The demo (tiny models, tiny random line-art weights) with [edges] extractor = "lineart": every stage runs,
+    stage 5's records say lineart, and `sparkle-fast validate` accepts the dataset."""
+    import json
+
+    from sparkle_fast.driver.cli import main
+    from sparkle_fast.driver.demo import demo_config_path, run_demo
+    from sparkle_fast.driver.manifest import Manifest
+
+    config = tmp_path / "demo_lineart.toml"
+    config.write_text(demo_config_path().read_text() + '\n[edges]\nextractor = "lineart"\n'
+                      "lineart_detect_resolution = 64\n")
+    out = tmp_path / "out"
+    summary = run_demo(out, config_path=config)
+    stages = summary["stages"]
+    assert all(s["failed"] == 0 for s in stages.values()), stages
+    assert stages["5"]["kept"] + stages["5"]["rejected"] >= 1, stages
+    with Manifest(out / "manifest.sqlite") as manifest:
+        records = [r.record for r in manifest.results(5) if r.record]
+    assert records and all(r["edges"]["extractor"] == "lineart" for r in records)
+    assert json.loads((out / "config.json").read_text())["edges"]["extractor"] == "lineart"
+    assert main(["validate", str(out)]) == 0
