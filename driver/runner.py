@@ -8,9 +8,10 @@ disjoint shards of the samples.
 
 A stage with a `run_batch(samples, contexts)` method (stage 1: its camera filter batches many clips per launch) is
 given up to its `batch_size` samples per call and returns one outcome per sample; if the call raises, each of its
-samples is run alone with run(), so one bad sample cannot fail the others. Every call runs inside
+samples is run alone with run(), so one bad sample cannot fail the others. Every run() call runs inside
 ops' record_backends(), and the implementations the ops reached ("backends": {"control_video": "triton", ...}) are
-added to each outcome's record.
+added to its outcome's record; run_batch records each sample's own (one log for the batch would mix its samples,
+and a record would then depend on the batch it fell in).
 
 An exception inside a stage (out-of-memory included) fails that sample with the error as its reason; the run goes on.
 A full disk is not the sample's fault: the run stops with DiskFullError, no attempt is counted against the sample,
@@ -153,24 +154,21 @@ class LocalRunner:
 
     def _run_batch(self, stage: Stage, group: list[Sample], contexts: list[StageContext],
                    layout: SparkleLayout) -> list[StageOutcome]:
-        from sparkle_fast.ops._dispatch import record_backends
-
-        with record_backends() as used:
-            try:
-                outcomes = list(stage.run_batch(group, contexts))
-                if len(outcomes) != len(group):
-                    raise RuntimeError(f"{stage.name}.run_batch returned {len(outcomes)} outcomes for "
-                                       f"{len(group)} samples")
-            except Exception as exc:
-                if is_disk_full(exc):
-                    raise disk_full_error(exc, layout.root, f"{stage.name} wrote a batch of samples") from exc
-                traceback.print_exc()
-                _release_gpu_memory()
-                outcomes = None
+        try:
+            outcomes = list(stage.run_batch(group, contexts))
+            if len(outcomes) != len(group):
+                raise RuntimeError(f"{stage.name}.run_batch returned {len(outcomes)} outcomes for {len(group)} "
+                                   "samples")
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(exc, layout.root, f"{stage.name} wrote a batch of samples") from exc
+            traceback.print_exc()
+            _release_gpu_memory()
+            outcomes = None
         if outcomes is None:  # the batch failed as a whole: each sample alone, so a bad one fails only itself
             return [self._run_one(stage, sample, context, layout)
                     for sample, context in zip(group, contexts, strict=True)]
-        return [_with_backends(outcome, used) for outcome in outcomes]
+        return outcomes  # a batch's log mixes its samples: run_batch records each sample's own "backends"
 
 
 def load_stage_models(stage: Stage, models_source: Any, config: Any) -> Any:

@@ -91,10 +91,15 @@ class CollectStage:
             for i in live:
                 picked = sample_indices(len(clips[i]), config.clip.fps, config.bait.anchor_fps)
                 sampled.append(clips[i][_index(picked, clips[i].device)])
-            motions, seconds = _analyze(sampled, _thresholds(config), device)
+            from sparkle_fast.ops._dispatch import record_backends
+
+            with record_backends() as used:
+                motions, seconds = _analyze(sampled, _thresholds(config), device)
             for i, motion in zip(live, motions, strict=True):
                 timers[i].add("kernel", seconds / len(live))
                 outcomes[i] = self._finish(samples[i], contexts[i], clips[i], motion, records[i], timers[i])
+                if used and isinstance(outcomes[i].record, dict):
+                    outcomes[i].record["backends"] = _clip_backends(used, motion)
                 clips[i] = None  # the batch's clips are released as their samples finish
         return outcomes  # type: ignore[return-value]
 
@@ -133,6 +138,25 @@ class CollectStage:
             write_video(layout.artifact(sample.theme, "source_video", sample.id), host, fps=config.clip.fps)
             write_image(layout.artifact(sample.theme, "source_frame0", sample.id), host[0])
         return StageOutcome.done(record, None, **timer.as_dict())
+
+
+STILL_POINTS_OPS = ("rgb_to_gray", "select_points", "track_points")  # camera.py steps 1-3
+
+
+def _clip_backends(used: dict[str, str], motion: Any) -> dict[str, str]:
+    """The implementations (op -> backend, from the batch's record_backends log) this clip's analysis reached, so that
+    a sample's record does not depend on the other clips of its batch: a clip the still-points test accepted went
+    through steps 1-3 only, a clip too short to pair through the gray conversion only, every other clip through
+    RANSAC too (steps 4-5b)."""
+    from sparkle_fast.camera import CameraMotion
+
+    if isinstance(motion, CameraMotion) and motion.pairs == 0:
+        keep = ("rgb_to_gray",)
+    elif isinstance(motion, CameraMotion) and motion.method == "still-points":
+        keep = STILL_POINTS_OPS
+    else:
+        return dict(sorted(used.items()))
+    return {op: backend for op, backend in sorted(used.items()) if op in keep}
 
 
 def _thresholds(config):
