@@ -236,3 +236,32 @@ def test_long_text_bounds_are_exact_in_chunked_patterns(tokenizer, low, high):
     schema = ja.Object((("reasoning", ja.Text(high, min_chars=low)),))
     for n, ok in ((low, True), (high, True), (high + 1, False)) + (((low - 1, False),) if low else ()):
         assert _xgrammar_accepts(tokenizer, schema, '{"reasoning":"' + "a" * n + '"}') is ok, n
+
+
+@pytest.mark.parametrize("name", list(SCHEMAS))
+def test_random_logits_through_xgrammar_give_schema_answers(tokenizer, name):
+    """The transformers backend's xgrammar processor: sampling from random logits (an lm_head 5 ids wider than the
+    grammar's vocabulary, as real checkpoints have) always ends in a complete, compact answer of the schema."""
+    from sparkle_fast.models.vlm_backends.grammar import JsonGrammars
+
+    schema = SCHEMAS[name]
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    width = len(tokenizer) + 5
+    processor = JsonGrammars(tokenizer, len(tokenizer), [eos]).processor(ja.to_json_schema(schema), 4)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.zeros(4, 3, dtype=torch.long)
+    finished = torch.zeros(4, dtype=torch.bool)
+    for _ in range(ja.schema_max_chars(schema) + 1):
+        scores = processor(ids, torch.randn(4, width, generator=generator) * 5)
+        assert torch.isinf(scores[~finished][:, len(tokenizer):]).all()  # never the ids past the vocabulary
+        nxt = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(1)
+        nxt = torch.where(finished, torch.full_like(nxt, eos), nxt)
+        finished |= nxt == eos
+        ids = torch.cat([ids, nxt[:, None]], dim=1)
+        if finished.all():
+            break
+    assert finished.all(), "every row must reach EOS within the schema's character bound"
+    for row in ids[:, 3:].tolist():
+        text = tokenizer.decode([t for t in row if t != eos], clean_up_tokenization_spaces=False)
+        assert json.dumps(json.loads(text), separators=(",", ":")) == text
+        assert _xgrammar_accepts(tokenizer, schema, text), text

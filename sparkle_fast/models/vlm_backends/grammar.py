@@ -76,12 +76,9 @@ class XGrammarLogitsProcessor:
             self.matchers[row].fill_next_token_bitmask(self.bitmask, row)
         masked = scores.float() if scores.dtype != torch.float32 else scores.clone()
         width = min(masked.shape[1], self.vocab_size)
-        index = torch.tensor(rows, dtype=torch.int32)
-        if masked.device.type == "cpu":
-            self._xgr.apply_token_bitmask_inplace(masked[:, :width], self.bitmask, indices=rows)
-        else:
-            self._xgr.apply_token_bitmask_inplace(masked[:, :width], self.bitmask.to(masked.device),
-                                                  indices=index.tolist())
-        if masked.shape[1] > width:  # lm_head wider than the tokenizer's vocabulary: never pick the extra ids
-            masked[rows, width:] = float("-inf")
+        target = masked if width == masked.shape[1] else masked[:, :width].contiguous()
+        self._xgr.apply_token_bitmask_inplace(target, self.bitmask.to(masked.device), indices=rows)
+        if target is not masked:
+            masked[:, :width] = target
+            masked[rows, width:] = float("-inf")  # lm_head wider than the grammar's vocabulary: never the extra ids
         return masked.to(scores.dtype)
