@@ -39,10 +39,18 @@ inline uint32_t simd_compare_u4(uint32_t a, uint32_t b, Compare compare) {
   }
   return r;
 }
-inline uint32_t __vcmpgeu4(uint32_t a, uint32_t b) { return simd_compare_u4(a, b, [](uint32_t x, uint32_t y) { return x >= y; }); }
-inline uint32_t __vcmpgtu4(uint32_t a, uint32_t b) { return simd_compare_u4(a, b, [](uint32_t x, uint32_t y) { return x > y; }); }
-inline uint32_t __vcmpleu4(uint32_t a, uint32_t b) { return simd_compare_u4(a, b, [](uint32_t x, uint32_t y) { return x <= y; }); }
-inline uint32_t __vcmpltu4(uint32_t a, uint32_t b) { return simd_compare_u4(a, b, [](uint32_t x, uint32_t y) { return x < y; }); }
+inline uint32_t __vcmpgeu4(uint32_t a, uint32_t b) {
+  return simd_compare_u4(a, b, [](uint32_t x, uint32_t y) { return x >= y; });
+}
+inline uint32_t __vcmpgtu4(uint32_t a, uint32_t b) {
+  return simd_compare_u4(a, b, [](uint32_t x, uint32_t y) { return x > y; });
+}
+inline uint32_t __vcmpleu4(uint32_t a, uint32_t b) {
+  return simd_compare_u4(a, b, [](uint32_t x, uint32_t y) { return x <= y; });
+}
+inline uint32_t __vcmpltu4(uint32_t a, uint32_t b) {
+  return simd_compare_u4(a, b, [](uint32_t x, uint32_t y) { return x < y; });
+}
 #endif
 
 // 0xff in every byte lane where a >= b (unsigned), else 0x00.

@@ -51,7 +51,8 @@ void vote_packed_host_impl(const uint8_t* passes, std::uintptr_t addr, int n_pas
 }
 
 void check_threads(const char* op, int64_t threads) {
-  if (threads < 1) throw std::invalid_argument(std::string(op) + ": threads must be >= 1, got " + std::to_string(threads));
+  if (threads < 1)
+    throw std::invalid_argument(std::string(op) + ": threads must be >= 1, got " + std::to_string(threads));
 }
 
 }  // namespace

@@ -46,7 +46,8 @@ def gpu_sizes() -> bool:
 
 
 def pick(gpu: Any, interpreter: Any) -> Any:
-    """The GPU size, or the interpreter's (few large programs) when interpreting without SPARKLE_FAST_TRITON_BLOCKS=gpu."""
+    """The GPU size, or the interpreter's (few large programs) when interpreting without
+    SPARKLE_FAST_TRITON_BLOCKS=gpu."""
     return gpu if gpu_sizes() else interpreter
 
 
@@ -134,9 +135,10 @@ def check_launch(kernel, args: tuple, constexprs: dict[str, Any], num_warps: int
 
     matches = [v for v in spec.variants if key(v.constexprs) == key(constexprs) and v.num_warps == num_warps]
     if not matches:
-        raise RuntimeError(f"{name} launched with {constexprs}, num_warps={num_warps} ({'GPU' if gpu_sizes() else 'interpreter'} "
-                           f"sizes), which is not a registered variant: add it to the register() call so that "
-                           f"sparkle_fast.kernels.aot compiles it for the GPU")
+        sizes = "GPU" if gpu_sizes() else "interpreter"
+        raise RuntimeError(f"{name} launched with {constexprs}, num_warps={num_warps} ({sizes} sizes), which is not "
+                           "a registered variant: add it to the register() call so that sparkle_fast.kernels.aot "
+                           "compiles it for the GPU")
     runtime_names = [n for n in kernel.arg_names if n not in constexprs]
     got = {n: _type_of(a) for n, a in zip(runtime_names, args, strict=True)}
     for variant in matches:
@@ -148,7 +150,8 @@ def check_launch(kernel, args: tuple, constexprs: dict[str, Any], num_warps: int
 
 
 def launch(kernel, grid, *args, num_warps: int = 4, **constexprs) -> None:
-    """kernel[grid](*args, **constexprs, num_warps=...), checked against the registry under SPARKLE_FAST_TRITON_STRICT."""
+    """kernel[grid](*args, **constexprs, num_warps=...), checked against the registry when
+    SPARKLE_FAST_TRITON_STRICT=1."""
     if _strict():
         check_launch(kernel, args, constexprs, num_warps)
     kernel[grid](*args, num_warps=num_warps, **constexprs)

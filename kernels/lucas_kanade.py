@@ -83,7 +83,8 @@ def lk_level_kernel(prev_ptr, next_ptr, dx_ptr, dy_ptr, points_ptr, next_pts_ptr
                     IS_BOTTOM: tl.constexpr):
     """One level. prev/next/dx/dy: float32 (B, height, width) of this level; points: float32 (P, 2) at level 0;
     next_pts: float32 (P, 2) in this level's coordinates (in from the level above, out for the level below, or the
-    result at level 0; at the top level the start guesses, in level-0 coordinates); status: int8 (P,), 1 on entry; err: float32 (P,), written at level 0."""
+    result at level 0; at the top level the start guesses, in level-0 coordinates); status: int8 (P,), 1 on entry;
+    err: float32 (P,), written at level 0."""
     pid = tl.program_id(0)
     p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
     pmask = p < n_points_total

@@ -166,8 +166,11 @@ def test_min_eigenvalue_threshold_decides_status_as_opencv():
     mid = len(eig) // 2
     k = mid + int(np.argmax(gaps[mid - 10:mid + 10] > 1.01)) - 10  # a gap of > 1% near the median
     threshold = float(np.sqrt(eig[k] * eig[k + 1]))
-    assert ((eig > threshold) & (eig < 2 * threshold)).sum() >= 5 and ((eig < threshold) & (eig > threshold / 2)).sum() >= 5
-    _, want, _ = cv2.calcOpticalFlowPyrLK(prev, nxt, pts, None, winSize=(21, 21), maxLevel=0, minEigThreshold=threshold)
+    assert eig[k + 1] > 1.01 * eig[k]
+    assert ((eig > threshold) & (eig < 2 * threshold)).sum() >= 5
+    assert ((eig < threshold) & (eig > threshold / 2)).sum() >= 5
+    _, want, _ = cv2.calcOpticalFlowPyrLK(prev, nxt, pts, None, winSize=(21, 21), maxLevel=0,
+                                          minEigThreshold=threshold)
     want = want.ravel().astype(bool)
     assert 0.2 < want.mean() < 0.8
     _, got, _ = track_points(torch.from_numpy(prev), torch.from_numpy(nxt), torch.from_numpy(pts), max_level=0,
