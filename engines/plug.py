@@ -27,7 +27,6 @@ import torch
 
 from sparkle_fast.engines.targets import (
     ENGINE_CHOICES,
-    EngineUnavailable,
     GraphSpec,
     lineart_graphs,
     sam3_graphs,
