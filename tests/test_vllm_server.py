@@ -91,8 +91,9 @@ def _install_vllm(venv: Path) -> Path:
     purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
     site = Path(subprocess.check_output([str(python), "-c", purelib], text=True).strip())
     _patch_torchvision(site)
-    _run([str(python), "-c", "import torchvision, vllm, xgrammar; print(vllm.__version__, xgrammar.__version__)"],
-         log, 300, env)
+    check = ("import importlib.metadata as m, torchvision, vllm, xgrammar; "
+             "print(vllm.__version__, m.version('xgrammar'), torchvision.__version__)")
+    _run([str(python), "-c", check], log, 300, env)
     stamp.write_text(VLLM_VERSION)
     return python
 
