@@ -6,14 +6,12 @@ Two halves that protect each other:
    followed or preceded by prose, single quotes, trailing commas, Python literals, boxes outside the 0..1000 grid or
    with reversed corners, items without a label, "bbox_2d": []. Anything it cannot read raises `AnswerError` with a
    short reason; the adapters turn that into a failed `TaskResult`, never an exception out of a stage.
-2. Constrained decoding (`JsonSchema` + `JsonLogitsProcessor`) masks the logits so that a model can only write an
-   answer of the task's JSON shape. Even a random tiny model then answers `{"scene": "..."}` or a list of
-   `{"bbox_2d": [x1, y1, x2, y2], "label": "..."}`; real runs get the same protection.
-
-The constraint is a small character-level automaton compiled from a schema (objects with fixed key order, arrays
-with bounded length, strings with bounded length, integers in a range, fixed choices, alternatives). Each token's
-decoded text is run through the automaton; the set of allowed tokens depends only on the automaton state, so it is
-computed once per state and cached.
+2. Constrained decoding: `to_json_schema` turns a task's schema (objects with fixed key order, arrays with bounded
+   length, strings with bounded length, integers in a range, fixed choices, alternatives) into a standard JSON
+   Schema, which every VLM backend hands to xgrammar (models/vlm_backends/grammar.py in-process, a vLLM server's
+   structured outputs). Even a random tiny model then answers `{"scene":"..."}` or a list of
+   `{"bbox_2d":[x1,y1,x2,y2],"label":"..."}`; real runs get the same protection. (This replaced a hand-written
+   character automaton and logits processor: docs/VLM_BACKENDS.md has the comparison.)
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 GRID = 1000  # Qwen-VL's relative box grid: bbox_2d values are in 0..1000
 
@@ -338,10 +335,9 @@ class AnyOf:
 
 JsonSchema = Text | Choice | Integer | Array | Object | AnyOf
 
-# Whitespace a model may put around structural characters ("{ \"a\" : 1 }"); bounded so that a random model cannot
-# spend its whole budget on spaces and so the automaton stays finite.
+# Whitespace schema_max_chars allows around structural characters. The grammars (to_json_schema, compiled without
+# whitespace) write none; the bound stays for answers from servers that allow some.
 MAX_WS = 2
-_WS_CHARS = " \n"
 
 # Schema helpers the adapters share.
 BOX = AnyOf((Array(item=Integer(0, GRID), min_items=4, max_items=4), Array(item=Integer(0, GRID), max_items=0)))
@@ -427,284 +423,3 @@ def _text_pattern(low: int, high: int) -> str:
 _MAX_REPEAT = 128
 # One character of an answer's text: printable ASCII (space to "~") except the quote and the backslash.
 _TEXT_CHAR = r"[ !#-\[\]-~]"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Character automaton
-# ----------------------------------------------------------------------------------------------------------------
-# Nodes (index -> tuple):
-#   ("lit", text, next)        exact characters
-#   ("ws", next)               0..MAX_WS whitespace characters, then next
-#   ("str", lo, hi, next)      string body after the opening quote; '"' closes it (lo <= length <= hi)
-#   ("int", lo, hi, next)      digits of an integer in lo..hi; ends at the first character `next` accepts
-#   ("split", (a, b, ...))     any of several nodes
-#   ("end",)                   accepting
-# A position is (node, aux): aux = characters consumed in a lit / ws / str node, digits so far in an int node.
-
-_PLAIN_EXCLUDED = set('"\\\ufffd') | {chr(c) for c in range(32)} | {"\x7f"}
-
-
-class SchemaAutomaton:
-    """The characters of every JSON answer of one schema, as a non-deterministic automaton over characters."""
-
-    def __init__(self, schema: Any):
-        self.nodes: list[tuple] = []
-        end = self._add(("end",))
-        self.start = self._compile(schema, end)
-
-    def _add(self, node: tuple) -> int:
-        self.nodes.append(node)
-        return len(self.nodes) - 1
-
-    def _lit(self, text: str, nxt: int) -> int:
-        return self._add(("lit", text, nxt))
-
-    def _ws(self, nxt: int) -> int:
-        return self._add(("ws", nxt))
-
-    def _compile(self, schema: Any, nxt: int) -> int:
-        """Nodes for `schema` followed by node `nxt`; returns the entry node."""
-        if isinstance(schema, Text):
-            return self._lit('"', self._add(("str", schema.min_chars, schema.max_chars, nxt)))
-        if isinstance(schema, Choice):
-            return self._add(("split", tuple(self._lit(json.dumps(o), nxt) for o in schema.options)))
-        if isinstance(schema, Integer):
-            return self._add(("int", schema.low, schema.high, nxt))
-        if isinstance(schema, AnyOf):
-            return self._add(("split", tuple(self._compile(o, nxt) for o in schema.options)))
-        if isinstance(schema, Object):
-            node = self._ws(self._lit("}", nxt))
-            for index in range(len(schema.fields) - 1, -1, -1):
-                key, value = schema.fields[index]
-                node = self._ws(self._compile(value, node if index == len(schema.fields) - 1
-                                              else self._ws(self._lit(",", node))))
-                node = self._lit(json.dumps(key), self._ws(self._lit(":", node)))
-                node = self._ws(node)
-            return self._lit("{", node)
-        if isinstance(schema, Array):
-            close = self._ws(self._lit("]", nxt))
-            parts = list(schema.items) if schema.items else [schema.item] * schema.max_items
-            minimum = len(parts) if schema.items else schema.min_items
-            if not parts:
-                return self._lit("[", close)
-            # Back to front: entry[k] starts item k and everything after it. After item k comes ", item k+1", or
-            # also the closing bracket once k+1 items satisfy the minimum.
-            entry = self._compile(parts[-1], close)
-            for k in range(len(parts) - 2, -1, -1):
-                separator = self._ws(self._lit(",", self._ws(entry)))
-                after = separator if k + 1 < minimum else self._add(("split", (separator, close)))
-                entry = self._compile(parts[k], after)
-            first = self._ws(entry) if minimum > 0 else self._add(("split", (self._ws(entry), close)))
-            return self._lit("[", first)
-        raise TypeError(f"not a schema: {schema!r}")
-
-    # -- simulation -------------------------------------------------------------------------------------------
-    def closure(self, positions) -> frozenset:
-        """Positions reachable without consuming a character (through split / ws-skip / finished lit)."""
-        out, stack = set(), list(positions)
-        while stack:
-            node, aux = stack.pop()
-            kind = self.nodes[node]
-            if kind[0] == "split":
-                stack.extend((n, 0) for n in kind[1])
-            elif kind[0] == "lit" and aux == len(kind[1]):
-                stack.append((kind[2], 0))
-            elif kind[0] == "ws":
-                out.add((node, aux))
-                stack.append((kind[1], 0))
-            elif (node, aux) not in out:
-                out.add((node, aux))
-        return frozenset(out)
-
-    def initial(self) -> frozenset:
-        return self.closure([(self.start, 0)])
-
-    def step(self, state: frozenset, ch: str) -> frozenset:
-        nxt = []
-        for node, aux in state:
-            kind = self.nodes[node]
-            tag = kind[0]
-            if tag == "lit":
-                if kind[1][aux] == ch:
-                    nxt.append((node, aux + 1))
-            elif tag == "ws":
-                if ch in _WS_CHARS and aux < MAX_WS:
-                    nxt.append((node, aux + 1))
-            elif tag == "str":
-                _, lo, hi, after = kind
-                if ch == '"':
-                    if aux >= lo:
-                        nxt.append((after, 0))
-                elif ch not in _PLAIN_EXCLUDED and aux < hi:
-                    nxt.append((node, aux + 1))
-            elif tag == "int":
-                _, lo, hi, after = kind
-                digits = aux or ""
-                if ch.isascii() and ch.isdigit():
-                    grown = digits + ch
-                    if not (digits == "0") and int(grown) <= hi:
-                        nxt.append((node, grown))
-                elif digits and int(digits) >= lo:
-                    nxt.extend(self.step(self.closure([(after, 0)]), ch))
-        return self.closure(nxt)
-
-    def accepts(self, state: frozenset) -> bool:
-        for node, aux in state:
-            tag = self.nodes[node][0]
-            if tag == "end":
-                return True
-            if tag == "int" and aux and int(aux) >= self.nodes[node][1]:
-                if self.accepts(self.closure([(self.nodes[node][3], 0)])):
-                    return True
-        return False
-
-    def run(self, text: str, state: frozenset | None = None) -> frozenset:
-        state = self.initial() if state is None else state
-        for ch in text:
-            if not state:
-                break
-            state = self.step(state, ch)
-        return state
-
-    def matches(self, text: str) -> bool:
-        """Whether `text` is a complete answer of the schema."""
-        return self.accepts(self.run(text))
-
-    def canonical(self, state: frozenset, longest_token: int) -> frozenset:
-        """A key under which states allow the same tokens: string lengths only matter up to the bounds a token of
-        at most `longest_token` characters can reach."""
-        out = []
-        for node, aux in state:
-            kind = self.nodes[node]
-            if kind[0] == "str":
-                lo, hi = kind[1], kind[2]
-                aux = ("s", min(aux, lo), min(hi - aux, longest_token + 1))
-            out.append((node, aux))
-        return frozenset(out)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Token-level constraint
-# ----------------------------------------------------------------------------------------------------------------
-
-
-class TokenTable:
-    """The decoded text of every token of a tokenizer, with the arrays the string fast path needs.
-
-    Tokens whose text is empty, contains U+FFFD (a partial UTF-8 sequence) or is a special token are never allowed
-    inside an answer; the end-of-sequence ids are allowed exactly when the answer is complete.
-    """
-
-    def __init__(self, tokenizer, vocab_size: int, eos_token_ids: list[int]):
-        special = set(getattr(tokenizer, "all_special_ids", []) or [])
-        n = len(tokenizer)
-        texts = []
-        for token_id in range(n):
-            text = "" if token_id in special else tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
-            texts.append(text if "\ufffd" not in text else "")
-        self.texts = texts
-        self.vocab_size = max(vocab_size, n)
-        self.eos_token_ids = sorted({int(t) for t in eos_token_ids if t is not None and 0 <= int(t) < self.vocab_size})
-        self.lengths = np.array([len(t) for t in texts], dtype=np.int64)
-        plain = np.zeros(n, dtype=np.int64)
-        for i, text in enumerate(texts):
-            k = 0
-            while k < len(text) and text[k] not in _PLAIN_EXCLUDED:
-                k += 1
-            plain[i] = k
-        self.plain_prefix = plain
-        self.longest = int(self.lengths.max()) if n else 0
-        self.fully_plain = (plain == self.lengths) & (self.lengths > 0)
-        # Tokens with a closing quote right after a plain prefix: the only ones that can end a string.
-        self.quote_after_plain = np.array([plain[i] < len(t) and t[plain[i]] == '"' for i, t in enumerate(texts)])
-        self.by_first_char: dict[str, list[int]] = {}
-        for i, text in enumerate(texts):
-            if text:
-                self.by_first_char.setdefault(text[0], []).append(i)
-
-
-class JsonConstraint:
-    """Allowed-token masks for one schema over one tokenizer, cached by automaton state."""
-
-    def __init__(self, schema: Any, table: TokenTable):
-        self.automaton = SchemaAutomaton(schema)
-        self.table = table
-        self._masks: dict[frozenset, torch.Tensor] = {}
-
-    def mask(self, state: frozenset) -> torch.Tensor:
-        """bool (vocab_size,): tokens that keep the answer a prefix of the schema (EOS when it is complete)."""
-        key = self.automaton.canonical(state, self.table.longest)
-        cached = self._masks.get(key)
-        if cached is None:
-            cached = torch.from_numpy(self._compute(state))
-            self._masks[key] = cached
-        return cached
-
-    def _compute(self, state: frozenset) -> np.ndarray:
-        table, auto = self.table, self.automaton
-        allowed = np.zeros(table.vocab_size, dtype=bool)
-        if auto.accepts(state):
-            allowed[table.eos_token_ids] = True
-        if not state:
-            return allowed
-        nodes = [auto.nodes[n] for n, _ in state]
-        if len(state) == 1 and nodes[0][0] == "str":
-            # Inside a string almost every token fits: decide plain tokens with arrays, simulate only the few that
-            # contain a closing quote.
-            (_, length), (_, _lo, hi, _after) = next(iter(state)), nodes[0]
-            room = hi - length
-            n = len(table.texts)
-            allowed[:n] |= table.fully_plain & (table.lengths <= room)
-            for token_id in np.flatnonzero(table.quote_after_plain & (table.plain_prefix <= room)):
-                if auto.run(table.texts[token_id], state):
-                    allowed[token_id] = True
-            return allowed
-        for first, ids in table.by_first_char.items():
-            after_first = auto.step(state, first)
-            if not after_first:
-                continue
-            for token_id in ids:
-                if auto.run(table.texts[token_id][1:], after_first):
-                    allowed[token_id] = True
-        return allowed
-
-
-class JsonLogitsProcessor:
-    """A transformers logits processor: each row of a batch may only continue its answer inside `constraint`'s
-    schema, and may only stop (EOS) when the answer is complete.
-
-    Works with left-padded batches: the prompt length is the input length at the first call; every later call
-    advances each row's automaton by the token generated since. A row that already emitted EOS is left alone.
-    """
-
-    def __init__(self, constraint: JsonConstraint, batch_size: int):
-        self.constraint = constraint
-        self.states = [constraint.automaton.initial() for _ in range(batch_size)]
-        self.done = [False] * batch_size
-        self.prompt_length: int | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        table = self.constraint.table
-        if self.prompt_length is None:
-            self.prompt_length = input_ids.shape[1]
-        elif input_ids.shape[1] > self.prompt_length:
-            last = input_ids[:, -1].tolist()
-            for row, token_id in enumerate(last):
-                if self.done[row]:
-                    continue
-                if token_id in table.eos_token_ids:
-                    self.done[row] = True
-                    continue
-                text = table.texts[token_id] if token_id < len(table.texts) else ""
-                self.states[row] = self.constraint.automaton.run(text, self.states[row]) if text else frozenset()
-        masked = scores.clone()
-        for row in range(scores.shape[0]):
-            if self.done[row]:
-                continue
-            allowed = self.constraint.mask(self.states[row])[: scores.shape[1]].to(scores.device)
-            if not bool(allowed.any()):
-                # A dead end (cannot happen for a well-formed schema): let the row stop rather than emit garbage.
-                allowed = torch.zeros_like(allowed)
-                allowed[table.eos_token_ids] = True
-            masked[row] = scores[row].masked_fill(~allowed, float("-inf"))
-        return masked
