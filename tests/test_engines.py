@@ -229,6 +229,23 @@ def test_run_config_engines_section_switches_the_tracker(tracker, sam3_onnx, cac
         load_config(overrides={"engines.precision": "int8"})
 
 
+def test_run_config_engines_section_switches_the_lineart_slot(lineart_onnx, cache_dir):
+    """Stage 5 loads the line-art detector on first use: the [engines] choice given to the slot applies then."""
+    from sparkle_fast.driver.config import load_config
+    from sparkle_fast.models.lineart import LineartSlot
+
+    engine = LineartSlot("tiny")
+    engine.use_run_config(load_config(overrides={"engines.lineart": "onnxruntime",
+                                                 "engines.cache_dir": str(cache_dir)}))
+    plain = LineartSlot("tiny")
+    plain.use_run_config(load_config())  # the default: torch
+    assert not isinstance(engine.get().model, torch.nn.Module)
+    assert isinstance(plain.get().model, torch.nn.Module)
+    frames = (np.random.default_rng(3).random((2, 40, 56, 3)) * 255).astype(np.uint8)
+    ours, expected = engine.get()(frames, detect_resolution=64), plain.get()(frames, detect_resolution=64)
+    assert np.abs(ours.astype(int) - expected.astype(int)).max() <= 1
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # CLI, missing TensorRT, cache keys
 # ------------------------------------------------------------------------------------------------------------------

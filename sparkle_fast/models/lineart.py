@@ -229,6 +229,11 @@ class LineartSlot:
     def __init__(self, models_source: Any):
         self.models_source = models_source
         self.detector: LineartDetector | None = None
+        self.run_config: Any = None
+
+    def use_run_config(self, config: Any) -> None:
+        """The runner's hook: the run config's [engines] lineart choice applies when the detector is loaded."""
+        self.run_config = config
 
     def get(self, device: str | torch.device | None = None) -> LineartDetector:
         if self.detector is None:
@@ -239,6 +244,10 @@ class LineartSlot:
 
                 folder = check_model_folder("lineart", Path(self.models_source) / SLOTS["lineart"].subdir)
                 self.detector = LineartDetector.from_pretrained(folder, device=device)
+            if self.run_config is not None:
+                from sparkle_fast.engines.plug import use_run_config_engines
+
+                use_run_config_engines(self.detector, self.run_config)
         return self.detector
 
     def release(self) -> None:
