@@ -172,7 +172,11 @@ class LocalRunner:
 
 
 def load_stage_models(stage: Stage, models_source: Any, config: Any) -> Any:
-    """The stage's models, given the run's settings where an adapter takes them (the VLM's prompts_file)."""
+    """The stage's models, given the run's settings where an adapter takes them (the VLM's prompts_file); VLM and
+    EditScore folders load onto the run config's [vlm] backend (transformers, vllm or an OpenAI-compatible server)."""
+    from sparkle_fast.models.vlm_backends import use_settings
+
+    use_settings(getattr(config, "vlm", None))
     models = stage.load_models(models_source)
     for adapter in (models.values() if isinstance(models, dict) else ()):
         if hasattr(adapter, "use_run_config"):
