@@ -327,16 +327,6 @@ def _check_files(config: PipelineConfig) -> list[str]:
     return problems
 
 
-def _check_engines(config: PipelineConfig) -> list[str]:
-    engines = config.engines
-    problems = [f"engines.{name} must be one of {', '.join(repr(c) for c in ENGINE_CHOICES)}, got {value!r}"
-                for name, value in (("sam3", engines.sam3), ("vae", engines.vae), ("lineart", engines.lineart))
-                if value not in ENGINE_CHOICES]
-    if engines.precision not in ENGINE_PRECISIONS:
-        problems.append(f"engines.precision must be one of {', '.join(ENGINE_PRECISIONS)}, got {engines.precision!r}")
-    return problems
-
-
 def _check_vlm(config: PipelineConfig) -> list[str]:
     vlm = config.vlm
     problems = []
@@ -377,9 +367,6 @@ def _check_engines(config: PipelineConfig) -> list[str]:
     if engines.precision not in ENGINE_PRECISIONS:
         problems.append(f"engines.precision must be one of {', '.join(ENGINE_PRECISIONS)}, got {engines.precision!r}")
     return problems
-
-
-ABLATIONS = ("", "single-pass", "foreground-only", "copy-paste")
 
 
 def check_config(config: PipelineConfig) -> None:
