@@ -525,7 +525,7 @@ def sanitize_workload() -> None:
     ops.dilate_mask(passes[0].bool(), 2, backend="triton")
     gray = ops.rgb_to_gray(video, backend="triton")
     points, _ = ops.select_points(gray, cells=(3, 4), margin=4, backend="triton")
-    ops.track_points(gray, gray.flip(0).contiguous(), points, window=9, max_level=1, backend="triton")
+    ops.track_points(gray, gray.flip(0).contiguous(), points, window=15, max_level=1, backend="triton")
     src, dst = _homography_inputs(rng, 3, 300)
     ops.find_homographies(torch.from_numpy(src).cuda(), torch.from_numpy(dst).cuda(), backend="cuda")
     torch.cuda.synchronize()

@@ -95,13 +95,13 @@ class SynthesizeStage:
             with timer.kernel():
                 control = ops.control_video(source, background, packed, config.canny.low, config.canny.high,
                                             dilate=config.canny.mask_dilate)
-        if control.is_cuda:  # the launches are asynchronous: charge them to kernel, not to the write below
-            torch.cuda.synchronize(control.device)
         ablation = config.run.ablation  # paper 3.4-3.5's baselines, as whole runs (driver/config.py run.ablation)
         if ablation == "foreground-only":  # OpenVE-3M-style guidance: the composed map's source side, nothing outside
             with timer.kernel():
                 control = ops.foreground_only_control(control[..., 0].contiguous(), packed,
                                                       dilate=config.canny.mask_dilate)
+        if control.is_cuda:  # the launches are asynchronous: charge them to kernel, not to the write below
+            torch.cuda.synchronize(control.device)
         with timer.io():
             write_video(art("edited_video_canny"), control, fps=config.clip.fps)
 
