@@ -128,6 +128,7 @@ class RayRunner:
         self.only = only
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self._metrics = None
+        self.result_times: list[float] = []  # time.monotonic() of every recorded outcome (bench/orchestration.py)
 
     @classmethod
     def from_config(cls, config: Any, *, address: str | None = None, **kwargs) -> RayRunner:
@@ -288,6 +289,7 @@ class RayRunner:
             manifest.finish(sid, number, result["status"], score=result["score"], reason=result["reason"],
                             record=result["record"], seconds=result["seconds"], timing=result["timing"])
             pool.counts[result["status"]] += 1
+            self.result_times.append(time.monotonic())
             self.progress(pool.stage.name, sum(pool.counts[k] for k in ("done", "rejected", "failed")),
                           totals[number])
             following = number + 1
