@@ -27,5 +27,6 @@ def test_orchestration_bench_quick(tmp_path):
     assert set(rows) == {"local", "ray"}
     for row in rows.values():
         # Every step of every sample finished in both runs (the script raises otherwise), and the slope is finite.
-        assert row["seconds_2n"] > 0 and row["median_s"] > 0 and row["fixed_seconds"] >= 0
+        assert row["seconds_2n"] > 0 and row["median_s"] >= 0 and row["fixed_seconds"] >= 0
+    assert rows["ray"]["median_s"] > 0  # outcomes were recorded over time, not all at one instant
     assert "per sample per step" in result.stdout
