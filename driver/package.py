@@ -480,6 +480,7 @@ def _models_lines(models: str | os.PathLike | None) -> list[str]:
 def dataset_card(view: RunView, state: dict, models: str | os.PathLike | None) -> str:
     """README.md of the release: what is in it, how it was made, how to read it."""
     from sparkle_fast._version import __version__
+
     from .config import kiwi_crop_note
 
     kept_total = sum(len(ids) for ids in view.kept.values())

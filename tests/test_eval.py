@@ -17,8 +17,8 @@ import pytest
 from sparkle_fast import layout, video
 from sparkle_fast.driver.cli import main
 from sparkle_fast.driver.eval import BenchSample, read_bench
-from sparkle_fast.driver.manifest import Manifest
 from sparkle_fast.driver.eval_judge import cap_scores, load_protocol
+from sparkle_fast.driver.manifest import Manifest
 from sparkle_fast.formats import save_mask
 from sparkle_fast.metrics import METRIC_KEYS
 

@@ -11,8 +11,15 @@ import torch
 from skimage import data as skdata
 from skimage.metrics import structural_similarity
 
-from sparkle_fast.metrics import (METRIC_KEYS, background_motion, edge_f1, flicker, foreground_psnr, foreground_ssim,
-                                  sample_metrics)
+from sparkle_fast.metrics import (
+    METRIC_KEYS,
+    background_motion,
+    edge_f1,
+    flicker,
+    foreground_psnr,
+    foreground_ssim,
+    sample_metrics,
+)
 
 T, H, W = 6, 48, 64
 

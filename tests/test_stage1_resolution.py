@@ -15,7 +15,7 @@ from sparkle_fast.stages import StageContext
 from sparkle_fast.stages.base import Sample
 from sparkle_fast.stages.stage1 import CollectStage
 from sparkle_fast.video import read_frames, write_video
-from sparkle_fast.video.aspect import aspect_plan, apply_aspect
+from sparkle_fast.video.aspect import apply_aspect, aspect_plan
 
 pytestmark = pytest.mark.filterwarnings("ignore::sparkle_fast.driver.config.KiwiCropWarning")
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from sparkle_fast.stages.base import Sample, StageContext, StageOutcome
-from sparkle_fast.stages.common import (StageTimer, load_slot_models, previous_record, release_slot_models,
-                                        stage_device)
+from sparkle_fast.stages.common import StageTimer, load_slot_models, previous_record, release_slot_models, stage_device
 
 
 class SynthesizeStage:

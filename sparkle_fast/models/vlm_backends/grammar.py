@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import torch
 
-
 # The separators a vLLM server with disable_any_whitespace writes (compact JSON, as json.dumps(separators=(",", ":")).
 SEPARATORS = (",", ":")
 
