@@ -21,10 +21,11 @@ from sparkle_fast.models.vlm_backends.base import (
     VLMBackend,
     VLMRequest,
     png_data_url,
+    row_schemas,
 )
 
 __all__ = ["BACKENDS", "BackendError", "BackendSettings", "Sampling", "VLMBackend", "VLMRequest",
-           "backend_from_settings", "current_settings", "png_data_url", "use_settings"]
+           "backend_from_settings", "current_settings", "png_data_url", "row_schemas", "use_settings"]
 
 
 @dataclass

@@ -71,14 +71,27 @@ class BackendError(RuntimeError):
     """A backend that cannot be built or reached; the message says which and what to do."""
 
 
+def row_schemas(json_schema: dict | Sequence[dict | None] | None, rows: int) -> list[dict | None]:
+    """One JSON Schema (or None: unconstrained) per row: `json_schema` is one schema for every row, None, or a
+    sequence with one entry per row (rows of one call may answer different schemas, e.g. round-2 grounding of
+    samples with different labels)."""
+    if json_schema is None or isinstance(json_schema, dict):
+        return [json_schema] * rows
+    schemas = list(json_schema)
+    if len(schemas) != rows:
+        raise ValueError(f"{len(schemas)} JSON schemas for {rows} requests: give one schema, or one per request")
+    return schemas
+
+
 class VLMBackend(ABC):
-    """Raw answers for batches of requests, optionally constrained to a JSON Schema (json_answers.to_json_schema)."""
+    """Raw answers for batches of requests, optionally constrained to a JSON Schema (json_answers.to_json_schema):
+    one schema for every request, or a sequence with one schema (or None) per request (row_schemas)."""
 
     name = "base"
 
     @abstractmethod
-    def generate(self, requests: Sequence[VLMRequest], json_schema: dict | None, sampling: Sampling) \
-            -> list[list[str]]:
+    def generate(self, requests: Sequence[VLMRequest], json_schema: dict | Sequence[dict | None] | None,
+                 sampling: Sampling) -> list[list[str]]:
         """sampling.n answers per request (outer list in request order). Raises on a model / server error."""
 
     def release(self) -> None:

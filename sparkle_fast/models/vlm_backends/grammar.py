@@ -35,14 +35,22 @@ class JsonGrammars:
                                                                     separators=SEPARATORS, strict_mode=True)
         return self._compiled[key]
 
-    def processor(self, json_schema: dict, batch_size: int) -> XGrammarLogitsProcessor:
-        return XGrammarLogitsProcessor(self.compiled(json_schema), batch_size)
+    def processor(self, json_schema: dict | Sequence[dict | None], batch_size: int) -> XGrammarLogitsProcessor:
+        """The logits processor for a batch: one schema for every row, or one schema (None: unconstrained) per row."""
+        if isinstance(json_schema, dict):
+            return XGrammarLogitsProcessor(self.compiled(json_schema), batch_size)
+        schemas = list(json_schema)
+        if len(schemas) != batch_size:
+            raise ValueError(f"{len(schemas)} JSON schemas for a batch of {batch_size} rows")
+        return XGrammarLogitsProcessor([None if s is None else self.compiled(s) for s in schemas], batch_size)
 
 
 class XGrammarLogitsProcessor:
-    """A transformers logits processor: each row of a batch may only continue its answer inside the grammar and may
+    """A transformers logits processor: each row of a batch may only continue its answer inside its grammar and may
     only stop (EOS) once the answer is complete.
 
+    compiled_grammar: one compiled grammar for every row, or a list with one per row (None: that row is left
+    unconstrained), so rows of one batch can answer different schemas.
     Works with left-padded batches: the prompt length is the input length at the first call; every later call feeds
     each row's matcher the token generated since. A row whose matcher has terminated (its EOS was accepted) is left
     alone: generate() pads it from then on.
@@ -52,9 +60,14 @@ class XGrammarLogitsProcessor:
         import xgrammar as xgr
 
         self._xgr = xgr
-        self.matchers = [xgr.GrammarMatcher(compiled_grammar) for _ in range(batch_size)]
-        self.done = [False] * batch_size
-        self.vocab_size = compiled_grammar.tokenizer_info.vocab_size
+        grammars = list(compiled_grammar) if isinstance(compiled_grammar, (list, tuple)) else \
+            [compiled_grammar] * batch_size
+        if len(grammars) != batch_size:
+            raise ValueError(f"{len(grammars)} grammars for a batch of {batch_size} rows")
+        self.matchers = [xgr.GrammarMatcher(g) if g is not None else None for g in grammars]
+        self.done = [g is None for g in grammars]
+        known = [g for g in grammars if g is not None]
+        self.vocab_size = known[0].tokenizer_info.vocab_size if known else 0
         self.bitmask = xgr.allocate_token_bitmask(batch_size, self.vocab_size)
         self.prompt_length: int | None = None
 

@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from sparkle_fast.models.vlm_backends.base import BackendError, Sampling, VLMBackend, VLMRequest, png_data_url
+from sparkle_fast.models.vlm_backends.base import (
+    BackendError,
+    Sampling,
+    VLMBackend,
+    VLMRequest,
+    png_data_url,
+    row_schemas,
+)
 
 
 def video_data_url(frames: np.ndarray, fps: float) -> str:
@@ -122,11 +129,12 @@ class OpenAIBackend(VLMBackend):
         choices = sorted(response.json()["choices"], key=lambda c: c.get("index", 0))
         return [choice["message"].get("content") or "" for choice in choices]
 
-    def generate(self, requests: Sequence[VLMRequest], json_schema: dict | None, sampling: Sampling) \
-            -> list[list[str]]:
+    def generate(self, requests: Sequence[VLMRequest], json_schema: dict | Sequence[dict | None] | None,
+                 sampling: Sampling) -> list[list[str]]:
         if self._client is None:
             raise BackendError("the openai backend was released")
-        bodies = [self.body(request, json_schema, sampling) for request in requests]
+        schemas = row_schemas(json_schema, len(requests))  # one body per request, each with its own schema
+        bodies = [self.body(request, schema, sampling) for request, schema in zip(requests, schemas, strict=True)]
         if len(bodies) == 1:
             return [self._post(bodies[0])]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(bodies))) as pool:

@@ -1,5 +1,6 @@
 """The transformers backend: a Qwen3-VL / Qwen2.5-VL model and its processor in this process, answers from
-generate() with xgrammar-constrained decoding (grammar.py). Batches of requests run as one left-padded generate().
+generate() with xgrammar-constrained decoding (grammar.py). Batches of requests run as one left-padded generate(),
+each row constrained by its own grammar (rows of one call may answer different schemas).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 
 from sparkle_fast.models.base import free_memory, to_pil
-from sparkle_fast.models.vlm_backends.base import Sampling, VLMBackend, VLMRequest
+from sparkle_fast.models.vlm_backends.base import Sampling, VLMBackend, VLMRequest, row_schemas
 
 
 class TransformersBackend(VLMBackend):
@@ -81,16 +82,18 @@ class TransformersBackend(VLMBackend):
         return self.processor(**kwargs).to(self.device)
 
     # -- generation -----------------------------------------------------------------------------------------------
-    def generate(self, requests: Sequence[VLMRequest], json_schema: dict | None, sampling: Sampling) \
-            -> list[list[str]]:
+    def generate(self, requests: Sequence[VLMRequest], json_schema: dict | Sequence[dict | None] | None,
+                 sampling: Sampling) -> list[list[str]]:
         if not requests:
             return []
         copies = 1 if sampling.greedy else sampling.n
         batch = [request for request in requests for _ in range(copies)]
+        schemas = [schema for schema in row_schemas(json_schema, len(requests)) for _ in range(copies)]
         inputs = self.encode(batch)
         processors: list[Any] = []
-        if json_schema is not None:
-            processors.append(self.grammars().processor(json_schema, len(batch)))
+        if any(schema is not None for schema in schemas):
+            shared = all(schema is schemas[0] for schema in schemas)
+            processors.append(self.grammars().processor(schemas[0] if shared else schemas, len(batch)))
         if not sampling.greedy:
             # Each row samples from its own seeded stream (the request's seed, else the call's seed + copy index),
             # so a row's answer does not depend on the rows batched with it. Last: after the grammar's mask.

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sparkle_fast.models.base import free_memory, to_pil
-from sparkle_fast.models.vlm_backends.base import BackendError, Sampling, VLMBackend, VLMRequest
+from sparkle_fast.models.vlm_backends.base import BackendError, Sampling, VLMBackend, VLMRequest, row_schemas
 
 # Engine settings that make vLLM's masks equal the transformers backend's (grammar.py).
 STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
@@ -86,10 +86,12 @@ class VLLMBackend(VLMBackend):
             kwargs["structured_outputs"] = StructuredOutputsParams(json=json_schema)
         return SamplingParams(**kwargs)
 
-    def generate(self, requests: Sequence[VLMRequest], json_schema: dict | None, sampling: Sampling) \
-            -> list[list[str]]:
+    def generate(self, requests: Sequence[VLMRequest], json_schema: dict | Sequence[dict | None] | None,
+                 sampling: Sampling) -> list[list[str]]:
         if self.llm is None:
             raise BackendError("the vllm backend was released")
-        params = [self.sampling_params(json_schema, sampling, r.seed) for r in requests]
+        # Structured outputs per request: rows of one call may answer different schemas.
+        params = [self.sampling_params(schema, sampling, r.seed)
+                  for r, schema in zip(requests, row_schemas(json_schema, len(requests)), strict=True)]
         outputs = self.llm.generate([self.prompt(r) for r in requests], params, use_tqdm=False)
         return [[completion.text for completion in output.outputs] for output in outputs]
