@@ -37,6 +37,7 @@ within 0.5 px on 68 of 72 clips with a 40% subject (44 without this step) and 70
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -48,10 +49,11 @@ TRIM_FLOOR_PX = 0.1  # the trim never drops points closer than this (sigma can b
 WARP_PIXELS = 1 << 24  # pixels per grid_sample call (bounds its float32 temporaries: ~0.5 GB)
 
 
-def warp_to_first(frames: Any, homographies: np.ndarray, fill: Any = None) -> Any:
-    """uint8 torch (P, H, W) frames t and float64 (P, 3, 3) frame 0 -> t homographies -> uint8 torch (P, H, W)
-    frames seen in frame 0's coordinates: out[p](x) = frames[p](H_p x), bilinear; where H_p x falls outside frame
-    t, fill[p](x) (uint8 torch (P, H, W)), or 0 without fill."""
+def warp_to_first(frames: Any, homographies: Any, fill: Any = None) -> Any:
+    """uint8 torch (P, H, W) frames t and float64 (P, 3, 3) frame 0 -> t homographies (numpy, or torch on the
+    frames' device: no upload) -> uint8 torch (P, H, W) frames seen in frame 0's coordinates: out[p](x) =
+    frames[p](H_p x), bilinear; where H_p x falls outside frame t, fill[p](x) (uint8 torch (P, H, W)), or 0 without
+    fill."""
     import torch
 
     n, height, width = frames.shape
@@ -59,7 +61,10 @@ def warp_to_first(frames: Any, homographies: np.ndarray, fill: Any = None) -> An
     ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32, device=frames.device),
                             torch.arange(width, dtype=torch.float32, device=frames.device), indexing="ij")
     # float32 elementwise (not a matmul, which TF32 settings could round to 10 bits): ~1e-4 px at 1280 px
-    h_all = torch.from_numpy(np.ascontiguousarray(homographies, np.float64)).to(frames.device, torch.float32)
+    if isinstance(homographies, torch.Tensor):
+        h_all = homographies.to(frames.device, torch.float32)
+    else:
+        h_all = torch.from_numpy(np.ascontiguousarray(homographies, np.float64)).to(frames.device, torch.float32)
     chunk = max(1, WARP_PIXELS // max(height * width, 1))
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
@@ -160,6 +165,186 @@ def choose_motion_model(src: np.ndarray, dst: np.ndarray, mask: np.ndarray,
     return np.where(keep_full[:, None, None], h_full, h_affine), keep_full
 
 
+# --- the same maths in torch, on the frames' device --------------------------------------------------------------
+# refine_from_first runs its iterations with these, so the loop copies nothing to or from the host: on a GPU each
+# copy waits for every launch before it. They are twins of the numpy functions above (the definitions), tested
+# against them: equal for the medians, within 1e-9 px (mapped points) for the fits; the choices they make (which
+# points are background, affine or homography) are the numpy functions' on every case tested. float64 throughout
+# (on a GPU as well: no TF32 in float64 matmuls).
+
+INVERSE_ITERATIONS = 6  # inverse-iteration steps for the DLT's null vector (error ~ (lambda1 / lambda2) ** steps)
+_SHIFT = 1e-12          # relative shift keeping an exact fit's (singular) normal matrix factorizable
+
+
+def apply_homographies_torch(h: Any, points: Any) -> Any:
+    """apply_homographies on torch: float64 (B, 3, 3) and (B, N, 2) -> (B, N, 2)."""
+    x, y = points[..., 0], points[..., 1]
+
+    def row(i):
+        return h[:, i, 0, None] * x + h[:, i, 1, None] * y + h[:, i, 2, None]
+
+    import torch
+
+    z = row(2)
+    return torch.stack([row(0) / z, row(1) / z], dim=-1)
+
+
+def _det3(m: Any) -> Any:
+    """float64 (B,) determinants of (B, 3, 3), written out (torch.linalg.det's error checks would wait for the GPU)."""
+    return (m[:, 0, 0] * (m[:, 1, 1] * m[:, 2, 2] - m[:, 1, 2] * m[:, 2, 1])
+            - m[:, 0, 1] * (m[:, 1, 0] * m[:, 2, 2] - m[:, 1, 2] * m[:, 2, 0])
+            + m[:, 0, 2] * (m[:, 1, 0] * m[:, 2, 1] - m[:, 1, 1] * m[:, 2, 0]))
+
+
+def fit_affine_torch(src: Any, dst: Any, mask: Any) -> Any:
+    """fit_affine on torch: float64 (B, N, 2), (B, N, 2), bool (B, N) -> float64 (B, 3, 3), NaN rows as there."""
+    import torch
+
+    w = mask.to(torch.float64)
+    design = torch.cat([torch.nan_to_num(src), torch.ones_like(src[..., :1])], dim=-1)  # (B, N, 3)
+    weighted = (design * w[..., None]).transpose(1, 2)
+    normal = weighted @ design
+    rhs = weighted @ torch.nan_to_num(dst)  # (B, 3, 2)
+    scale = normal.abs().amax(dim=(1, 2)).clamp_min(1e-300)
+    ok = (w.sum(dim=1) >= 3) & (_det3(normal / scale[:, None, None]).abs() > 1e-12)
+    eye = torch.eye(3, dtype=normal.dtype, device=normal.device).expand_as(normal)
+    solution = torch.linalg.solve_ex(torch.where(ok[:, None, None], normal, eye), rhs, check_errors=False).result
+    out = torch.cat([solution.transpose(1, 2), eye[:, 2:3]], dim=1)
+    return torch.where(ok[:, None, None], out, torch.full_like(out, float("nan")))
+
+
+def _null_vector(normal: Any) -> Any:
+    """float64 (B, 9): the eigenvector of the smallest eigenvalue of symmetric PSD (B, 9, 9), by inverse iteration on
+    one LU factorization (numpy's refit takes it from eigh; torch's eigh checks for errors, which waits for the
+    GPU). The shift keeps an exact fit's singular matrix factorizable; rows whose factorization fails come out
+    non-finite, as the callers' checks expect of a degenerate fit."""
+    import torch
+
+    n = normal.shape[-1]
+    scale = normal.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(1e-300) / n
+    eye = torch.eye(n, dtype=normal.dtype, device=normal.device)
+    lu, pivots, _ = torch.linalg.lu_factor_ex(normal / scale[:, None, None] + _SHIFT * eye, check_errors=False)
+    v = torch.ones(normal.shape[:-1] + (1,), dtype=normal.dtype, device=normal.device) / math.sqrt(n)
+    for _ in range(INVERSE_ITERATIONS):
+        v = torch.linalg.lu_solve(lu, pivots, v)
+        v = v / v.norm(dim=-2, keepdim=True)
+    return v[..., 0]
+
+
+def refit_homographies_torch(src: Any, dst: Any, mask: Any) -> Any:
+    """ops.homography.refit_homographies on torch (least-squares normalized DLT on the masked points): float64
+    (B, N, 2), (B, N, 2), bool (B, N) -> float64 (B, 3, 3), H[2, 2] = 1, NaN where fewer than 4 points or
+    degenerate."""
+    import torch
+
+    n_pairs = src.shape[0]
+    src = torch.where(mask[..., None], src, 0.0)
+    dst = torch.where(mask[..., None], dst, 0.0)
+    w = mask.to(torch.float64)
+    count = w.sum(dim=1)
+    safe = count.clamp_min(1.0)[:, None]
+
+    def normalizer(p):
+        p = torch.nan_to_num(p)
+        mean = (w[..., None] * p).sum(dim=1) / safe
+        dist = (w * ((p - mean[:, None]) ** 2).sum(-1).sqrt()).sum(dim=1) / safe[:, 0]
+        scale = math.sqrt(2.0) / torch.where(dist > 0, dist, 1.0)
+        zero = torch.zeros_like(scale)
+        t = torch.stack([scale, zero, -scale * mean[:, 0], zero, scale, -scale * mean[:, 1], zero, zero,
+                         torch.ones_like(scale)], dim=-1).reshape(n_pairs, 3, 3)
+        return t, (p - mean[:, None]) * scale[:, None, None], dist > 0
+
+    ts, qs, ok_s = normalizer(src)
+    td, qd, ok_d = normalizer(dst)
+    x, y, u, v = qs[..., 0], qs[..., 1], qd[..., 0], qd[..., 1]
+    one, zero = torch.ones_like(x), torch.zeros_like(x)
+    a = torch.stack([x, y, one, zero, zero, zero, -u * x, -u * y, -u], dim=-1)
+    b = torch.stack([zero, zero, zero, x, y, one, -v * x, -v * y, -v], dim=-1)
+    normal = (a * w[..., None]).transpose(1, 2) @ a + (b * w[..., None]).transpose(1, 2) @ b
+    hn = _null_vector(normal).reshape(n_pairs, 3, 3)
+    h = torch.linalg.solve_ex(td, hn, check_errors=False).result @ ts
+    h = h / h[:, 2:3, 2:3]
+    bad = (count < 4) | ~ok_s | ~ok_d | ~torch.isfinite(h).all(dim=2).all(dim=1)
+    return torch.where(bad[:, None, None], torch.full_like(h, float("nan")), h)
+
+
+def masked_median_torch(values: Any, mask: Any, empty: float) -> Any:
+    """masked_median on torch, equal to it: float64 (B,); numpy's median of an even count (the mean of the two
+    middle values), NaN values ignored as nanmedian does, `empty` for rows with no masked point."""
+    import torch
+
+    counted = mask & ~torch.isnan(values)
+    k = counted.sum(dim=1)
+    ordered = torch.where(counted, values, torch.inf).sort(dim=1).values
+    last = max(values.shape[1] - 1, 0)
+    low = ordered.gather(1, ((k - 1).clamp(min=0) // 2).clamp(max=last)[:, None])[:, 0]
+    high = ordered.gather(1, (k // 2).clamp(max=last)[:, None])[:, 0]
+    median = torch.where(k > 0, (low + high) / 2, float("nan"))
+    return torch.where(mask.any(dim=1), median, empty)
+
+
+def robust_sigma2_torch(squared_errors: Any, mask: Any, empty: float) -> Any:
+    """robust_sigma2 on torch."""
+    return masked_median_torch(squared_errors, mask, empty) / (2 * np.log(2))
+
+
+def group_layout(groups: np.ndarray, device: Any) -> tuple[Any, Any]:
+    """Row groups on `device`, built on the host from groups int (B,) (values 0..G-1): (layout int64 torch (G, L):
+    row g lists the rows of group g, padded with B (group_sum's extra zero row), group int64 torch (B,): each row's
+    group). For group sums without atomics (deterministic on a GPU) and without a host round trip."""
+    import torch
+
+    groups = np.asarray(groups, np.int64)
+    n_groups = int(groups.max()) + 1 if groups.size else 0
+    members = [np.flatnonzero(groups == g) for g in range(n_groups)]
+    width = max((len(m) for m in members), default=0)
+    layout = np.full((n_groups, width), len(groups), np.int64)
+    for g, m in enumerate(members):
+        layout[g, :len(m)] = m
+    flat = torch.from_numpy(np.concatenate([layout.ravel(), groups])).to(device)  # one upload
+    return flat[:layout.size].reshape(layout.shape), flat[layout.size:]
+
+
+def group_sum(values: Any, layout: Any) -> Any:
+    """(G, ...) sums over each group's rows of values (B, ...) (layout from group_layout)."""
+    import torch
+
+    padded = torch.cat([values, torch.zeros_like(values[:1])])
+    return padded[layout].sum(dim=1)
+
+
+def _squared_errors_torch(h, src, dst):
+    import torch
+
+    err = ((apply_homographies_torch(torch.nan_to_num(h), src) - dst) ** 2).sum(dim=-1)
+    return torch.nan_to_num(err, nan=torch.inf)
+
+
+def choose_motion_model_torch(src: Any, dst: Any, mask: Any, groups: tuple[Any, Any] | None = None
+                              ) -> tuple[Any, Any]:
+    """choose_motion_model on torch; groups given as group_layout(groups) (built once, on the host, by the caller).
+    Returns (float64 (B, 3, 3), bool (B,))."""
+    import torch
+
+    n = mask.sum(dim=1)
+    h_full = refit_homographies_torch(src, dst, mask)
+    h_affine = fit_affine_torch(src, dst, mask)
+    full_ok = torch.isfinite(h_full).all(dim=2).all(dim=1) & (n > 4)
+    affine_ok = torch.isfinite(h_affine).all(dim=2).all(dim=1)
+    e_full = _squared_errors_torch(h_full, src, dst)
+    e_affine = _squared_errors_torch(h_affine, src, dst)
+    sigma2 = robust_sigma2_torch(e_full, mask, empty=math.inf).clamp_min(1e-12)
+    rho_full = torch.where(mask, (e_full / sigma2[:, None]).clamp(max=4.0), 0.0).sum(dim=1)
+    rho_affine = torch.where(mask, (e_affine / sigma2[:, None]).clamp(max=4.0), 0.0).sum(dim=1)
+    penalty = 2 * torch.log(4 * n.clamp_min(1).to(torch.float64))
+    gain = torch.where(full_ok & affine_ok, rho_affine - rho_full - penalty, 0.0)
+    if groups is not None and len(gain):
+        layout, group_of_row = groups
+        gain = group_sum(gain, layout)[group_of_row]
+    keep_full = full_ok & (~affine_ok | (gain > 0))
+    return torch.where(keep_full[:, None, None], h_full, h_affine), keep_full
+
+
 def refine_from_first(first: Any, later: Any, h_init: np.ndarray, points: Any, valid: Any, n_pairs: list[int],
                       th, exclude: np.ndarray | None = None, return_support: bool = False):
     """Refined frame 0 -> t homographies (module docstring).
@@ -172,54 +357,64 @@ def refine_from_first(first: Any, later: Any, h_init: np.ndarray, points: Any, v
     th: CameraThresholds (refine_iters, refine_max_level, refine_capture_px, refine_trim_px, refine_trim_sigmas,
     refine_min_points, fb_threshold_px, window).
     Returns float64 (P, 3, 3); with return_support, also bool (P, N): the points the last iteration fitted as
-    background in each row (all False in a row whose fit was not updated)."""
+    background in each row (all False in a row whose fit was not updated).
+
+    Device traffic: the inputs the host holds (h_init, exclude, the row bookkeeping) go up once before the first
+    iteration; the iterations run on the frames' device (the *_torch twins above); the results come back in one
+    copy after the last."""
     import torch
 
     height, width = first.shape[1:]
-    src = np.asarray(points.cpu(), np.float64)
-    h_cur = np.array(h_init, np.float64)
+    device = first.device
+    h_host = np.array(h_init, np.float64)
     margin = th.window // 2 + 1
     clip_of_row = np.repeat(np.arange(len(n_pairs)), n_pairs)
     frame_of_row = np.concatenate([np.arange(n) for n in n_pairs]) if n_pairs else np.zeros(0, int)
     late_row = frame_of_row >= np.repeat(np.asarray(n_pairs) // 2, n_pairs)
-    rows = np.flatnonzero(np.isfinite(h_cur).all(axis=(1, 2)))  # NaN rows stay NaN
-    support = np.zeros(src.shape[:2], bool)
+    rows = np.flatnonzero(np.isfinite(h_host).all(axis=(1, 2)))  # NaN rows stay NaN
+    support_host = np.zeros(tuple(points.shape[:2]), bool)
     if rows.size == 0 or th.refine_iters <= 0:
-        return (h_cur, support) if return_support else h_cur
-    index = torch.from_numpy(rows).to(first.device)
+        return (h_host, support_host) if return_support else h_host
+    # everything the loop needs from the host, uploaded once (one copy of a packed buffer, split on the device)
+    clip_rows = clip_of_row[rows]
+    index = torch.from_numpy(rows).to(device)
+    h_cur = torch.from_numpy(h_host[rows]).to(device)
+    groups = group_layout(clip_rows, device)  # the rows of each clip: the votes' and the model choice's groups
+    layout, group_of_row = groups
+    late = torch.from_numpy(late_row[rows]).to(device)
+    excluded = None if exclude is None else torch.from_numpy(np.asarray(exclude)[rows]).to(device)
     base, pts, targets, usable = first[index], points[index], later[index], valid[index]
-    s = src[rows]
-    clip_rows, late = clip_of_row[rows], late_row[rows]
-    excluded = None if exclude is None else exclude[rows]
+    s = pts.to(torch.float64)
+    near = torch.zeros(pts.shape[:2], dtype=torch.bool, device=device)
+    good = torch.zeros(len(rows), dtype=torch.bool, device=device)
     for _ in range(th.refine_iters):
-        aligned = warp_to_first(targets, h_cur[rows], fill=base)
+        aligned = warp_to_first(targets, h_cur, fill=base)
         fwd, st_f, _ = track_points(base, aligned, pts, window=th.window, max_level=th.refine_max_level)
         back, st_b, _ = track_points(aligned, base, fwd, window=th.window, max_level=th.refine_max_level)
         ok = usable & st_f & st_b & ((back - pts).norm(dim=-1) <= th.fb_threshold_px)
-        ok = np.asarray(ok.cpu())
-        fwd = np.asarray(fwd.cpu(), np.float64)
+        fwd = fwd.to(torch.float64)
         # where each point is in frame t: its position in the aligned frame, mapped by the current homography
-        in_t = apply_homographies(h_cur[rows], fwd)
+        in_t = apply_homographies_torch(h_cur, fwd)
         inside = ((in_t[..., 0] >= margin) & (in_t[..., 0] <= width - 1 - margin)
                   & (in_t[..., 1] >= margin) & (in_t[..., 1] <= height - 1 - margin))
-        ok &= inside & np.isfinite(in_t).all(axis=-1)
+        ok = ok & inside & torch.isfinite(in_t).all(dim=-1)
         # background: points that the current estimates already align (within refine_capture_px) in most of the
         # later half of their clip's frames, where the camera's motion has added up and a subject has separated
-        close = ok & (np.linalg.norm(fwd - s, axis=-1) <= th.refine_capture_px)
-        seen = np.zeros((len(n_pairs), s.shape[1]))
-        agree = np.zeros((len(n_pairs), s.shape[1]))
-        np.add.at(seen, clip_rows[late], ok[late])
-        np.add.at(agree, clip_rows[late], close[late])
-        near = close & (2 * agree > seen)[clip_rows]
+        close = ok & (((fwd - s) ** 2).sum(dim=-1).sqrt() <= th.refine_capture_px)
+        seen = group_sum((ok & late[:, None]).to(torch.int64), layout)
+        agree = group_sum((close & late[:, None]).to(torch.int64), layout)
+        near = close & (2 * agree > seen)[group_of_row]
         if excluded is not None:
-            near &= ~excluded
-        h_fit, _ = choose_motion_model(s, in_t, near, clip_rows)
-        err = np.linalg.norm(apply_homographies(np.nan_to_num(h_fit), s) - in_t, axis=-1)
-        sigma = np.sqrt(robust_sigma2(err ** 2, near, empty=0.0))
-        trim = np.minimum(th.refine_trim_px, np.maximum(th.refine_trim_sigmas * sigma, TRIM_FLOOR_PX))
-        near &= err <= trim[:, None]
-        h_fit, _ = choose_motion_model(s, in_t, near, clip_rows)
-        good = (near.sum(axis=1) >= th.refine_min_points) & np.isfinite(h_fit).all(axis=(1, 2))
-        h_cur[rows[good]] = h_fit[good]
-        support[rows] = near & good[:, None]
-    return (h_cur, support) if return_support else h_cur
+            near = near & ~excluded
+        h_fit, _ = choose_motion_model_torch(s, in_t, near, groups)
+        err = ((apply_homographies_torch(torch.nan_to_num(h_fit), s) - in_t) ** 2).sum(dim=-1).sqrt()
+        sigma = robust_sigma2_torch(err ** 2, near, empty=0.0).sqrt()
+        trim = torch.clamp((th.refine_trim_sigmas * sigma).clamp_min(TRIM_FLOOR_PX), max=th.refine_trim_px)
+        near = near & (err <= trim[:, None])
+        h_fit, _ = choose_motion_model_torch(s, in_t, near, groups)
+        good = (near.sum(dim=1) >= th.refine_min_points) & torch.isfinite(h_fit).all(dim=2).all(dim=1)
+        h_cur = torch.where(good[:, None, None], h_fit, h_cur)
+    # one copy back: the homographies and the last iteration's support
+    h_host[rows] = h_cur.cpu().numpy()
+    support_host[rows] = (near & good[:, None]).cpu().numpy()
+    return (h_host, support_host) if return_support else h_host
