@@ -48,6 +48,11 @@ class FluxKleinEditor:
     def __init__(self, pipeline, config: EditorConfig | None = None):
         self.pipeline = pipeline
         self.config = config or EditorConfig()
+        # Rows per pipeline call, for the runner's plan (adapter.batch_size = N). The *_many methods run one item
+        # per call whatever it is: diffusers' Flux2KleinPipeline takes a list of images as the reference images of
+        # ONE edit (it encodes each and repeats them for every prompt), so it cannot edit different images with
+        # different prompts in one call.
+        self.batch_size: int | None = None
 
     @classmethod
     def from_pretrained(cls, folder, *, device=None, dtype=None, config: EditorConfig | None = None):
@@ -109,3 +114,32 @@ class FluxKleinEditor:
         if result.ok:
             result.value = {"image": result.value, "instruction": instruction}
         return result
+
+    def try_edit_many(self, images: Sequence, prompts: Sequence[str], seed: int | Sequence[int] | None = None) \
+            -> list[TaskResult]:
+        """try_edit per (image, prompt) pair; seed: one for every item (as try_edit's), a list with one per item, or
+        None (config.seed). Each item gets its own generator seeded as try_edit seeds it, so an item's image does
+        not depend on the others. One pipeline call per item (see batch_size above)."""
+        seeds = _seeds("try_edit_many", seed, len(images))
+        if len(prompts) != len(images):
+            raise ValueError(f"try_edit_many: {len(images)} images and {len(prompts)} prompts; give one prompt each")
+        return [self.try_edit(image, prompt, seed=item_seed)
+                for image, prompt, item_seed in zip(images, prompts, seeds, strict=True)]
+
+    def remove_many(self, images: Sequence, labels_list: Sequence[Sequence[str]],
+                    seed: int | Sequence[int] | None = None) -> list[TaskResult]:
+        """remove per (image, labels) pair; seed as in try_edit_many. value = {"image": PIL, "instruction": str}."""
+        seeds = _seeds("remove_many", seed, len(images))
+        if len(labels_list) != len(images):
+            raise ValueError(f"remove_many: {len(images)} images and {len(labels_list)} label lists")
+        return [self.remove(image, labels, seed=item_seed)
+                for image, labels, item_seed in zip(images, labels_list, seeds, strict=True)]
+
+
+def _seeds(method: str, seed: int | Sequence[int] | None, count: int) -> list[int | None]:
+    if seed is None or isinstance(seed, int):
+        return [seed] * count
+    seeds = [int(s) for s in seed]
+    if len(seeds) != count:
+        raise ValueError(f"{method}: {len(seeds)} seeds for {count} items; give one seed, or one per item")
+    return seeds

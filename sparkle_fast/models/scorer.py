@@ -21,6 +21,10 @@ row's answer does not depend on its batch); the second run replays the answers, 
 record. A seeded backend answers a repeated request the same way, so editscore's retry of an unparsable answer gets
 the same answer, as it would from editscore's own seeded backends.
 
+Many pairs at once (score_edit_many, score_frames_many, score_edited_video_many): editscore's code is run per pair
+as above, and the rows of all pairs go through generate together, at most `batch_size` per call, each row with its
+pass's seed, so a pair's result does not depend on its batch (up to the float differences of left padding).
+
 Our `_EditScoreBackbone` is a Qwen2.5-VL or Qwen3-VL (+ EditScore's LoRA) on any device (editscore's own backends
 move inputs to "cuda" unconditionally), with schema-constrained decoding of {"reasoning": "...", "score": [a, b]}.
 
@@ -139,6 +143,8 @@ class EditScoreAdapter:
                                   ("score", ja.Array(item=ja.Integer(0, self.config.score_range),
                                                      min_items=2, max_items=2))))
         self.generate_calls = 0  # batched generate calls made (one per task unless rows exceed batch_size)
+        # The most rows one generate call holds (None: config.batch_size); the runner sets it from the run config.
+        self.batch_size: int | None = None
 
     # -- loading --------------------------------------------------------------------------------------------
     @classmethod
@@ -243,9 +249,14 @@ class EditScoreAdapter:
         answers = self.backend.generate(batch, json_schema, sampling)
         return [a[0].strip() for a in answers]
 
+    @property
+    def rows_per_call(self) -> int:
+        """The most rows one generate call holds: batch_size if set, else config.batch_size."""
+        return max(1, int(self.batch_size or self.config.batch_size))
+
     def _generate_all(self, requests: Sequence[ScoreRequest]) -> list[str]:
-        """_generate in calls of at most config.batch_size rows (one call when they fit)."""
-        step = max(1, self.config.batch_size)
+        """_generate in calls of at most rows_per_call rows (one call when they fit)."""
+        step = self.rows_per_call
         answers: list[str] = []
         for start in range(0, len(requests), step):
             answers += self._generate(list(requests[start:start + step]))
@@ -263,16 +274,56 @@ class EditScoreAdapter:
 
     def _run_batched(self, passes: int, task: Callable[[Any], Any]) -> tuple[Any, list[str], list[str]]:
         """Run editscore's `task(scorer)` with every generation of every pass made in one batched call.
-        Returns (task's result, the generated answers, problems with them)."""
+        Returns (task's result, the generated answers, problems with them); raises what the task or generation
+        raises."""
+        outcome = self._run_batched_many(passes, [task])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def _run_batched_many(self, passes: int, tasks: Sequence[Callable[[Any], Any]]) -> list[Any]:
+        """_run_batched over many tasks, with the rows of all of them in as few generate calls as rows_per_call
+        allows. Each row keeps its pass's seed, so a task's answers do not depend on its batch. One outcome per task:
+        (result, answers, problems), or the exception its recording, generation or replay raised. When a batched
+        generation raises, each task's rows are generated alone, so one bad input fails only its own task."""
         scorer = self._editscore(passes)
-        recorder = _Recorder()
-        scorer.model = recorder
-        task(scorer)  # recording run: collects the requests, answers placeholders
-        keys = list(recorder.requests)
-        answers = self._generate_all([recorder.requests[k] for k in keys])
-        recorder.answers = dict(zip(keys, answers, strict=True))
-        problems = self._answer_problems(passes, recorder.answers, recorder.requests)
-        return task(scorer), answers, problems  # replaying run: editscore's formulas over the real answers
+        outcomes: list[Any] = [None] * len(tasks)
+        recorders: dict[int, _Recorder] = {}
+        for index, task in enumerate(tasks):
+            recorder = _Recorder()
+            scorer.model = recorder
+            try:
+                task(scorer)  # recording run: collects the requests, answers placeholders
+                recorders[index] = recorder
+            except Exception as exc:  # noqa: BLE001 - recorded per task
+                outcomes[index] = exc
+        keys = {index: list(recorder.requests) for index, recorder in recorders.items()}
+        rows = [recorders[index].requests[key] for index in recorders for key in keys[index]]
+        try:
+            flat = self._generate_all(rows)
+            answers, start = {}, 0
+            for index in recorders:
+                answers[index] = flat[start:start + len(keys[index])]
+                start += len(keys[index])
+        except Exception:  # noqa: BLE001 - retried task by task below
+            answers = {}
+            for index, recorder in recorders.items():
+                try:
+                    answers[index] = self._generate_all([recorder.requests[key] for key in keys[index]])
+                except Exception as exc:  # noqa: BLE001
+                    outcomes[index] = exc
+        for index, recorder in recorders.items():
+            if index not in answers:
+                continue
+            recorder.answers = dict(zip(keys[index], answers[index], strict=True))
+            scorer.model = recorder
+            try:
+                problems = self._answer_problems(passes, recorder.answers, recorder.requests)
+                # replaying run: editscore's formulas over the real answers
+                outcomes[index] = (tasks[index](scorer), answers[index], problems)
+            except Exception as exc:  # noqa: BLE001
+                outcomes[index] = exc
+        return outcomes
 
     def _passes(self, passes: int | None) -> int:
         passes = self.config.passes if passes is None else int(passes)
@@ -296,20 +347,38 @@ class EditScoreAdapter:
         return problems
 
     # -- tasks ----------------------------------------------------------------------------------------------
+    def score_edit_many(self, sources: Sequence, edits: Sequence, instructions: Sequence[str], *,
+                        passes: int | None = None) -> list[TaskResult]:
+        """score_edit over many (source, edited, instruction) triples (parallel lists): every pass of every pair in
+        as few generate calls as rows_per_call allows; each row keeps its pass's seed (config.seed + pass), so a
+        pair's result does not depend on its batch. One TaskResult per pair, each what score_edit gives."""
+        _same_lengths("score_edit_many", sources=sources, edits=edits, instructions=instructions)
+        passes = self._passes(passes)
+        tasks = []
+        for source, edited, instruction in zip(sources, edits, instructions, strict=True):
+            try:  # PIL once, before recording: the recorder keys requests by the images' identity
+                images = [to_pil(source), to_pil(edited)]
+            except Exception as exc:  # noqa: BLE001 - a bad image fails its own pair
+                tasks.append(_raiser(exc))
+                continue
+            tasks.append((lambda im, text: (lambda es: es.evaluate(im, text)))(images, instruction))
+        return [self._edit_result(outcome) for outcome in self._run_batched_many(passes, tasks)]
+
     def score_edit(self, source, edited, instruction: str, *, passes: int | None = None) -> TaskResult:
         """Score one edit (source image -> edited image under `instruction`), `passes` passes (default
-        config.passes, Sparkle's 4) averaged, all generated in one batched call.
+        config.passes, Sparkle's 4) averaged, all generated in one batched call (score_edit_many's one-item case).
 
         value = {"prompt_following", "consistency", "perceptual_quality", "overall", "SC_reasoning",
         "PQ_reasoning"}: the "editscore" object of Sparkle's edited_frame0_score.jsonl (floats 0..10; the
         reasoning texts are the last pass's, as editscore returns them).
         """
-        passes = self._passes(passes)
-        images = [to_pil(source), to_pil(edited)]
-        try:
-            raw, answers, problems = self._run_batched(passes, lambda es: es.evaluate(images, instruction))
-        except Exception as exc:  # noqa: BLE001 - scoring failure is a recorded reject reason, not a crash
-            return TaskResult(ok=False, reason=f"EditScore failed: {type(exc).__name__}: {exc}", attempts=1)
+        return self.score_edit_many([source], [edited], [instruction], passes=passes)[0]
+
+    @staticmethod
+    def _edit_result(outcome) -> TaskResult:
+        if isinstance(outcome, Exception):  # scoring failure is a recorded reject reason, not a crash
+            return TaskResult(ok=False, reason=f"EditScore failed: {type(outcome).__name__}: {outcome}", attempts=1)
+        raw, answers, problems = outcome
         record = {key: float(raw[key]) for key in ("prompt_following", "consistency", "perceptual_quality", "overall")}
         record.update(SC_reasoning=str(raw["SC_reasoning"]), PQ_reasoning=str(raw["PQ_reasoning"]))
         if problems:
@@ -323,26 +392,50 @@ class EditScoreAdapter:
                               reason=f"EditScore scores out of 0..10: {bad}")
         return TaskResult(ok=True, value=record, answers=answers, attempts=len(answers))
 
+    def score_frames_many(self, items: Sequence[tuple[Sequence, Sequence, str]], *,
+                          passes: int | None = None) -> list[TaskResult]:
+        """score_frames over many (source_frames, edited_frames, instruction) items: all frames and passes of all
+        items in as few generate calls as rows_per_call allows (each row with its pass's seed). One TaskResult per
+        item, each what score_frames gives."""
+        passes = self._passes(passes)
+        results: list[TaskResult | None] = [None] * len(items)
+        tasks, where = [], []
+        for index, (source_frames, edited_frames, instruction) in enumerate(items):
+            if len(source_frames) != len(edited_frames) or not len(source_frames):
+                results[index] = TaskResult(ok=False, reason=f"need equal, non-zero frame counts, got "
+                                                             f"{len(source_frames)} source and {len(edited_frames)} "
+                                                             f"edited frames")
+                continue
+            try:
+                pairs = [[to_pil(s), to_pil(e)] for s, e in zip(source_frames, edited_frames, strict=True)]
+            except Exception as exc:  # noqa: BLE001 - a bad frame fails its own item
+                tasks.append(_raiser(exc))
+                where.append(index)
+                continue
+            tasks.append((lambda p, text: (lambda es: es.batch_evaluate(p, [text] * len(p))))(pairs, instruction))
+            where.append(index)
+        for index, outcome in zip(where, self._run_batched_many(passes, tasks), strict=True):
+            results[index] = self._frames_result(outcome)
+        return results
+
     def score_frames(self, source_frames: Sequence, edited_frames: Sequence, instruction: str, *,
                      passes: int | None = None) -> TaskResult:
         """Score frame pairs (e.g. frames [1, 26, 51, 76] of source and synthesized video) with editscore's batch
-        path, `passes` passes averaged; all frames and passes in one batched call.
+        path, `passes` passes averaged; all frames and passes in one batched call (score_frames_many's one-item
+        case).
 
         value = one record per frame: {"SC_score", "PQ_score", "O_score", "SC_score_reasoning",
         "PQ_score_reasoning", "SC_raw_output", "PQ_raw_output"} (Sparkle's edited_video_score.jsonl entries; the
         reasoning and raw outputs are pass 0's, as editscore keeps them). ok is False when any pass's answer did not
         hold two scores in range (editscore would have put a mid-range score there).
         """
-        if len(source_frames) != len(edited_frames) or not source_frames:
-            return TaskResult(ok=False, reason=f"need equal, non-zero frame counts, got {len(source_frames)} source "
-                                               f"and {len(edited_frames)} edited frames")
-        passes = self._passes(passes)
-        pairs = [[to_pil(s), to_pil(e)] for s, e in zip(source_frames, edited_frames, strict=True)]
-        try:
-            raw, answers, problems = self._run_batched(
-                passes, lambda es: es.batch_evaluate(pairs, [instruction] * len(pairs)))
-        except Exception as exc:  # noqa: BLE001
-            return TaskResult(ok=False, reason=f"EditScore failed: {type(exc).__name__}: {exc}", attempts=1)
+        return self.score_frames_many([(source_frames, edited_frames, instruction)], passes=passes)[0]
+
+    @staticmethod
+    def _frames_result(outcome) -> TaskResult:
+        if isinstance(outcome, Exception):
+            return TaskResult(ok=False, reason=f"EditScore failed: {type(outcome).__name__}: {outcome}", attempts=1)
+        raw, answers, problems = outcome
         records = []
         for item in raw:
             record = {k: float(item[k]) for k in ("SC_score", "PQ_score", "O_score")}
@@ -355,26 +448,60 @@ class EditScoreAdapter:
         return TaskResult(ok=True, value=records, answers=answers, attempts=len(answers))
 
 
+def _raiser(exc: Exception) -> Callable[[Any], Any]:
+    """A task that fails with `exc` (an input that could not be prepared) when editscore would run it."""
+    def task(_scorer):
+        raise exc
+    return task
+
+
+def _same_lengths(method: str, **lists) -> None:
+    """Parallel lists of a *_many call must have one entry per item."""
+    lengths = {name: len(values) for name, values in lists.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{method}: the parallel lists must have one entry per item, got lengths {lengths}")
+
+
+def score_edited_video_many(scorer: EditScoreAdapter, items: Sequence[tuple[str, str, Any, Any]],
+                            frame_indices: Sequence[int] | None = None, *, passes: int | None = None) \
+        -> list[TaskResult]:
+    """Stage 5's scoring over many samples: items are (sample_id, prompt, source_video, edited_video); the frames
+    and passes of all samples go through the scorer together (score_frames_many). One TaskResult per item, each
+    what score_edited_video gives for it."""
+    from sparkle_fast.models.control import score_frame_indices
+
+    results: list[TaskResult | None] = [None] * len(items)
+    jobs, where, meta = [], [], []
+    for index, (sample_id, prompt, source_video, edited_video) in enumerate(items):
+        if len(source_video) != len(edited_video):
+            results[index] = TaskResult(ok=False, reason=f"source video has {len(source_video)} frames, edited video "
+                                                         f"{len(edited_video)}: they must match")
+            continue
+        indices = list(frame_indices) if frame_indices is not None else score_frame_indices(len(edited_video))
+        jobs.append(([source_video[i] for i in indices], [edited_video[i] for i in indices], prompt))
+        where.append(index)
+        meta.append((sample_id, prompt, indices))
+    for index, (sample_id, prompt, indices), scored in zip(where, meta, scorer.score_frames_many(jobs, passes=passes),
+                                                           strict=True):
+        if not scored.ok:
+            results[index] = scored
+            continue
+        record = {"id": sample_id, "prompt": prompt, "frame_indices": indices, "editscore": scored.value}
+        results[index] = TaskResult(ok=True, value=record, answers=scored.answers, attempts=scored.attempts)
+    return results
+
+
 def score_edited_video(scorer: EditScoreAdapter, sample_id: str, prompt: str, source_video, edited_video,
                        frame_indices: Sequence[int] | None = None, *, passes: int | None = None) -> TaskResult:
-    """Stage 5's scoring: EditScore on 4 uniformly spaced non-first frames ([1, 26, 51, 76] for 81 frames).
+    """Stage 5's scoring: EditScore on 4 uniformly spaced non-first frames ([1, 26, 51, 76] for 81 frames); the
+    one-item case of score_edited_video_many.
 
     source_video, edited_video: uint8 (T, H, W, 3), numpy or torch, same T. value = the line of Sparkle's
     edited_video_score.jsonl: {"id", "prompt", "frame_indices", "editscore": [per-frame records]}; compare
     mean_overall(value["editscore"]) with the config's threshold (8 in Sparkle) to keep or reject.
     """
-    from sparkle_fast.models.control import score_frame_indices
-
-    if len(source_video) != len(edited_video):
-        return TaskResult(ok=False, reason=f"source video has {len(source_video)} frames, edited video "
-                                           f"{len(edited_video)}: they must match")
-    indices = list(frame_indices) if frame_indices is not None else score_frame_indices(len(edited_video))
-    scored = scorer.score_frames([source_video[i] for i in indices], [edited_video[i] for i in indices], prompt,
-                                 passes=passes)
-    if not scored.ok:
-        return scored
-    record = {"id": sample_id, "prompt": prompt, "frame_indices": indices, "editscore": scored.value}
-    return TaskResult(ok=True, value=record, answers=scored.answers, attempts=scored.attempts)
+    return score_edited_video_many(scorer, [(sample_id, prompt, source_video, edited_video)], frame_indices,
+                                   passes=passes)[0]
 
 
 def mean_overall(records: Sequence[dict]) -> float:
