@@ -22,6 +22,9 @@
     [control]     stage 5's Wan2.2 Fun-Control: mode = "stock" | "distilled", steps = 50, guidance = 6.0, shift = 5.0,
                   boundary = 0.9 (VideoX-Fun's; Sparkle's are not published), negative_prompt, seed, start_image,
                   reference_image, experts_distilled, lora_high/low
+                  [i2v] and [control] also take the generation speed levers (ours, all off by default;
+                  docs/GENERATION.md): cfg_batch, cache = "none" | "first_block", cache_threshold, fp8 = "none" |
+                  "weight" | "dynamic", attention_backend, context_parallel, context_parallel_kind
 
 An unknown section or key, or a value of the wrong type, is an error naming the file and the key: a typo must not
 silently leave a default in force. The resolved config is saved with the run and compared with the previous run's.
@@ -115,7 +118,20 @@ class ScorerSection:
 
 
 @dataclass
-class I2VSection:
+class GenerationLeverKeys:
+    # Speed levers of the Wan generators (ours, all off by default; sparkle_fast/models/levers.py, docs/GENERATION.md).
+    cfg_batch: bool = False  # guidance > 1: conditional and unconditional pass in one batch-2 forward
+    cache: str = "none"  # "first_block": diffusers' FirstBlockCache skips blocks 1.. when block 0 barely changed
+    cache_threshold: float = 0.05  # its relative change threshold (diffusers' default; not tuned for Wan2.2)
+    fp8: str = "none"  # "weight": torchao float8 block weights (memory); "dynamic": FP8 matmuls (sm >= 8.9: H100/H200)
+    attention_backend: str = ""  # diffusers' attention dispatcher: "" (its default, SDPA), "_native_cudnn", "flash",
+    #                             "_flash_3", "sage", ... (models/attention_backend.py lists them)
+    context_parallel: int = 1  # GPUs per clip (diffusers' context parallelism; > 1 needs torchrun with that many ranks)
+    context_parallel_kind: str = "ulysses"  # "ulysses" | "ring"
+
+
+@dataclass
+class I2VSection(GenerationLeverKeys):
     # Stage 3 (models/i2v.py). Sparkle: "a four-step distilled version [6]" (LightX2V) of Wan2.2-I2V-A14B.
     # "distilled" needs the LightX2V LoRAs (lora_high/lora_low, else MODELS/wan22_i2v/lightx2v/) or
     # experts_distilled = true; without them the run stops before any work. "stock": the undistilled schedule.
@@ -133,7 +149,7 @@ class I2VSection:
 
 
 @dataclass
-class ControlSection:
+class ControlSection(GenerationLeverKeys):
     # Stage 5 (models/control.py), Wan2.2-Fun-A14B-Control. Defaults: VideoX-Fun's example (Euler, 50 steps,
     # guidance 6, shift 5, boundary 0.9); Sparkle's sampling settings are not published. The scheduler's shift is
     # this value whatever scheduler config the model folder holds.
@@ -353,6 +369,13 @@ def _check_model_settings(config: PipelineConfig) -> list[str]:
             problems.append(f"{name}: steps must be >= 1, guidance >= 0, shift > 0 and 0 < boundary < 1")
         if bool(section.lora_high) != bool(section.lora_low):
             problems.append(f"{name}: set both lora_high and lora_low (one LoRA per expert) or neither")
+        if any(getattr(section, f.name) != f.default for f in dataclasses.fields(GenerationLeverKeys)):
+            from sparkle_fast.models.levers import levers_from_section  # imports torch: only when a lever is set
+
+            try:
+                levers_from_section(section)
+            except ValueError as exc:
+                problems.append(f"{name}: {exc}")
     return problems
 
 

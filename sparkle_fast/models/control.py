@@ -300,21 +300,29 @@ class WanFunControlPipeline(_DiffusionPipeline, _WanLoraLoaderMixin):
     def __call__(self, prompt: str, control_video, start_image=None, *, ref_image=None, num_frames: int,
                  height: int, width: int, num_inference_steps: int = 50, guidance_scale: float = 6.0,
                  negative_prompt: str = "", generator: torch.Generator | None = None,
-                 max_sequence_length: int = 512, output_type: str = "np"):
+                 max_sequence_length: int = 512, output_type: str = "np", prompt_embeds=None,
+                 negative_prompt_embeds=None):
         """Generate (1, T, H, W, 3) float frames in [0, 1] (output_type "np") or the latents ("latent").
 
         control_video: (1, 3, T, H, W) float in [0, 1] of exactly num_frames x height x width; start_image,
         ref_image: (1, 3, H, W) float in [0, 1] or None. Guidance runs an unconditional pass only when > 1.
+        prompt_embeds / negative_prompt_embeds (1, L, D): precomputed (encode_prompt) instead of prompt /
+        negative_prompt; passed to the experts as given (the CFG-batching hook matches them by identity). Each
+        expert call runs inside cache_context("cond" | "uncond") like diffusers' Wan pipelines (for their cache
+        hooks).
         """
         device = self._execution_device
         if tuple(control_video.shape[2:]) != (num_frames, height, width):
             raise ValueError(f"control video is {tuple(control_video.shape[2:])} (T, H, W), expected "
                              f"{(num_frames, height, width)}")
         dtype = self.transformer.dtype
-        prompt_embeds = self.encode_prompt(prompt, max_sequence_length, device).to(dtype)
+        if prompt_embeds is None:
+            prompt_embeds = self.encode_prompt(prompt, max_sequence_length, device).to(dtype)
         do_cfg = guidance_scale > 1.0
-        negative_embeds = (self.encode_prompt(negative_prompt, max_sequence_length, device).to(dtype)
-                           if do_cfg else None)
+        negative_embeds = None
+        if do_cfg:
+            negative_embeds = (negative_prompt_embeds if negative_prompt_embeds is not None else
+                               self.encode_prompt(negative_prompt, max_sequence_length, device).to(dtype))
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
@@ -332,11 +340,13 @@ class WanFunControlPipeline(_DiffusionPipeline, _WanLoraLoaderMixin):
             model_input = torch.cat([latents, condition], dim=1).to(expert.dtype)
             extra = {} if reference is None else {"ref_latents": reference.to(expert.dtype)}
             timestep = t.expand(1)
-            noise_pred = expert(hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt_embeds,
-                                return_dict=False, **extra)[0]
+            with expert.cache_context("cond"):
+                noise_pred = expert(hidden_states=model_input, timestep=timestep,
+                                    encoder_hidden_states=prompt_embeds, return_dict=False, **extra)[0]
             if do_cfg:
-                noise_uncond = expert(hidden_states=model_input, timestep=timestep,
-                                      encoder_hidden_states=negative_embeds, return_dict=False, **extra)[0]
+                with expert.cache_context("uncond"):
+                    noise_uncond = expert(hidden_states=model_input, timestep=timestep,
+                                          encoder_hidden_states=negative_embeds, return_dict=False, **extra)[0]
                 noise_pred = noise_uncond + guidance_scale * (noise_pred - noise_uncond)
             latents = self.scheduler.step(noise_pred.float(), t, latents, return_dict=False)[0]
 
@@ -555,30 +565,49 @@ class FunControlGenerator(WanGeneratorSetup):
         steps = len(cfg.sigmas) if cfg.distilled else cfg.num_inference_steps
         guidance = 1.0 if cfg.distilled else cfg.guidance_scale
         with torch.inference_mode():
-            if self.backend == "fun":
-                pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
-                pixels = pixels.to(control.device)
-                reference = pixels if cfg.use_reference_image and self.pipeline.accepts_reference else None
-                frames = self.pipeline(prompt, control, pixels if cfg.use_start_image else None, ref_image=reference,
-                                       num_frames=num_frames, height=height, width=width,
-                                       num_inference_steps=steps, guidance_scale=guidance,
-                                       negative_prompt=cfg.negative_prompt, generator=generator,
-                                       max_sequence_length=cfg.max_sequence_length)
-            else:
-                frames = self._generate_vace(control, image, prompt, num_frames, height, width, steps, guidance,
-                                             generator)
+            embeds = self._guided_call(guidance, lambda: self._encode(prompt))
+            try:
+                if self.backend == "fun":
+                    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+                    pixels = pixels.to(control.device)
+                    reference = pixels if cfg.use_reference_image and self.pipeline.accepts_reference else None
+                    frames = self.pipeline(prompt, control, pixels if cfg.use_start_image else None,
+                                           ref_image=reference, num_frames=num_frames, height=height, width=width,
+                                           num_inference_steps=steps, guidance_scale=guidance,
+                                           negative_prompt=cfg.negative_prompt, generator=generator,
+                                           max_sequence_length=cfg.max_sequence_length, **embeds)
+                else:
+                    frames = self._generate_vace(control, image, prompt, num_frames, height, width, steps, guidance,
+                                                 generator, embeds)
+            finally:
+                self.lever_state.after_generate()
         return frames_to_uint8(frames)
 
-    def _generate_vace(self, control, image, prompt, num_frames, height, width, steps, guidance, generator):
+    def _encode(self, prompt: str):
+        """(prompt, negative prompt) embeddings as the backend's pipeline computes them, in the experts' dtype."""
+        dtype, cfg = self.pipeline.transformer.dtype, self.config
+        if self.backend == "fun":
+            device = self.pipeline._execution_device
+            return (self.pipeline.encode_prompt(prompt, cfg.max_sequence_length, device).to(dtype),
+                    self.pipeline.encode_prompt(cfg.negative_prompt, cfg.max_sequence_length, device).to(dtype))
+        positive, negative = self.pipeline.encode_prompt(
+            prompt, cfg.negative_prompt or None, do_classifier_free_guidance=True,
+            max_sequence_length=cfg.max_sequence_length, device=self.pipeline._execution_device)
+        return positive.to(dtype), negative.to(dtype)
+
+    def _generate_vace(self, control, image, prompt, num_frames, height, width, steps, guidance, generator,
+                       embeds=None):
         """Frame 0 = the start image under mask 0 (kept); frames 1.. = the control frames under mask 1."""
         control_u8 = (control[0].permute(1, 2, 3, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
         video = [image] + [Image.fromarray(frame) for frame in control_u8[1:]]
         black, white = Image.new("L", (width, height), 0), Image.new("L", (width, height), 255)
         mask = [black] + [white] * (num_frames - 1)
-        return self.pipeline(prompt=prompt, negative_prompt=self.config.negative_prompt or None, video=video,
-                             mask=mask, height=height, width=width, num_frames=num_frames,
-                             num_inference_steps=steps, guidance_scale=guidance, generator=generator,
-                             max_sequence_length=self.config.max_sequence_length, output_type="np").frames
+        texts = {"prompt": None} if embeds else {"prompt": prompt,
+                                                  "negative_prompt": self.config.negative_prompt or None}
+        return self.pipeline(**texts, **(embeds or {}), video=video, mask=mask, height=height, width=width,
+                             num_frames=num_frames, num_inference_steps=steps, guidance_scale=guidance,
+                             generator=generator, max_sequence_length=self.config.max_sequence_length,
+                             output_type="np").frames
 
     def generate_to_file(self, path: str | os.PathLike, control_video, start_image, prompt: str, **kwargs) -> Path:
         """generate() and write an H.264 mp4 (Sparkle's edited_video), atomically."""

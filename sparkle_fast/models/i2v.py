@@ -21,6 +21,11 @@ Speed knobs (`SpeedOptions`, applied by `apply_speed_options`, each switchable; 
 bf16 weights, torch.compile of the transformers' repeated blocks, the attention backend (SDPA = "native",
 FlashAttention-3 = "_flash_3" where installed), VAE tiling, model CPU offload (GPUs below 80 GB) and sequential expert
 residency (only one 14B expert on the GPU at a time).
+
+Generation levers (`levers.GenerationLevers`, from the run config's [i2v] / [control] keys, applied by use_run_config
+and recorded under "levers" in the sample's record; one module each, docs/GENERATION.md): cfg_batch (both guidance
+passes in one forward), cache (diffusers' FirstBlockCache), fp8 (torchao float8 weights), attention_backend
+(diffusers' dispatcher), context_parallel (one clip over several GPUs). Distilled sampling is the `mode` above.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import torch
 from PIL import Image
 
 from sparkle_fast.models.base import TaskResult, free_memory, pick_device, pick_dtype, to_pil
+from sparkle_fast.models.levers import GenerationLevers, LeverState, levers_from_section
 from sparkle_fast.models.slots import ModelFolderError, ModelLoadError, check_model_folder
 
 LIGHTX2V_SIGMAS = (1.0, 0.75, 0.5, 0.25)
@@ -353,12 +359,14 @@ class WanSamplingConfig:
     lora_low: str = ""
     lora_scale: float = 1.0
     speed: SpeedOptions = field(default_factory=SpeedOptions)
+    levers: GenerationLevers = field(default_factory=GenerationLevers)
 
 
 def settings_from_section(section, base: WanSamplingConfig, run_seed: int = 0) -> WanSamplingConfig:
     """`base` with the run config's [i2v] / [control] section applied: mode ("distilled" | "stock"), steps,
     guidance (stock mode), shift, boundary, negative_prompt, seed (-1: the run's seed), experts_distilled,
-    lora_high, lora_low, lora_scale."""
+    lora_high, lora_low, lora_scale, and the generation levers (levers.LEVER_KEYS: cfg_batch, cache, cache_threshold,
+    fp8, attention_backend, context_parallel, context_parallel_kind)."""
     if section.mode not in ("distilled", "stock"):
         raise ValueError(f"mode must be 'distilled' or 'stock', got {section.mode!r}")
     return dataclasses.replace(
@@ -366,7 +374,8 @@ def settings_from_section(section, base: WanSamplingConfig, run_seed: int = 0) -
         guidance_scale=float(section.guidance), shift=float(section.shift), boundary_ratio=float(section.boundary),
         negative_prompt=str(section.negative_prompt), seed=int(section.seed) if section.seed >= 0 else int(run_seed),
         experts_distilled=bool(section.experts_distilled), lora_high=str(section.lora_high),
-        lora_low=str(section.lora_low), lora_scale=float(section.lora_scale))
+        lora_low=str(section.lora_low), lora_scale=float(section.lora_scale),
+        levers=levers_from_section(section, base.levers))
 
 
 def sampling_settings(config: WanSamplingConfig, loras=None) -> dict:
@@ -394,18 +403,24 @@ class WanGeneratorSetup:
         self.loras: tuple | None = None
         self.setup_error: str | None = None
         self._ready = False
+        self.lever_state = LeverState()
 
     def _apply(self, config: WanSamplingConfig) -> None:
         """Fuse the distillation LoRAs if the mode needs them and set the scheduler and boundary; ModelLoadError
         when the folder cannot run `config`'s mode."""
         if self.folder is not None:
             if config.distilled and self.loras is None:
+                if self.lever_state.levers.fp8 != "none":
+                    raise ModelLoadError(f"[{self.SLOT}] {self.folder}: the experts already hold float8 weights "
+                                         f"(fp8 = {self.lever_state.levers.fp8!r}), so the distillation LoRAs cannot "
+                                         f"be fused; load the model again")
                 self.loras = fuse_distillation(self.pipeline, self.SLOT, self.folder, config)
             elif not config.distilled and self.loras is not None:
                 raise ModelLoadError(f"[{self.SLOT}] {self.folder}: the distillation LoRAs are already fused into the "
                                      f"experts, so the stock schedule cannot run; load the model again")
         configure_wan_pipeline(self.pipeline, config.boundary_ratio, config.distilled, config.sigmas, config.shift)
         self.config = config
+        self.lever_state.apply(self.pipeline, config.levers, self.device)  # after the LoRAs: fp8 freezes the weights
         self._ready = True
 
     def _section_config(self, section, run_config) -> WanSamplingConfig:
@@ -435,8 +450,22 @@ class WanGeneratorSetup:
             self._apply(self.config)
 
     def settings(self) -> dict:
-        """The sampling settings in force, for the stage's record."""
-        return sampling_settings(self.config, self.loras)
+        """The sampling settings and generation levers in force (with the last clip's lever counts), for the
+        stage's record."""
+        out = sampling_settings(self.config, self.loras)
+        out["levers"] = self.lever_state.settings()
+        return out
+
+    def _guided_call(self, guidance: float, encode):
+        """Prepare the levers for one clip; returns the pipeline keyword arguments that replace the prompt
+        (precomputed embeddings, the same objects the batching hooks match) or {} when none are needed.
+        `encode()` -> (prompt embeddings, negative embeddings) in the experts' dtype."""
+        if self.lever_state.wants_embeddings and guidance > 1.0:
+            positive, negative = encode()
+            self.lever_state.before_generate(self.pipeline, positive, negative)
+            return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
+        self.lever_state.before_generate(self.pipeline)
+        return {}
 
 
 @dataclass(frozen=True)
@@ -518,13 +547,27 @@ class WanI2VGenerator(WanGeneratorSetup):
         check_prompt_length(self.pipeline.tokenizer, prompt, cfg.max_sequence_length)
         image = check_image_size(to_pil(image), height, width, cfg.resize_inputs)
         generator = torch.Generator(device="cpu").manual_seed(cfg.seed if seed is None else seed)
+        guidance = 1.0 if cfg.distilled else cfg.guidance_scale
         with torch.inference_mode():
-            frames = self.pipeline(
-                image=image, prompt=prompt, negative_prompt=cfg.negative_prompt or None, height=height, width=width,
-                num_frames=num_frames, num_inference_steps=len(cfg.sigmas) if cfg.distilled
-                else cfg.num_inference_steps, guidance_scale=1.0 if cfg.distilled else cfg.guidance_scale,
-                max_sequence_length=cfg.max_sequence_length, output_type="np", generator=generator).frames
+            embeds = self._guided_call(guidance, lambda: self._encode(prompt))
+            texts = {"prompt": None} if embeds else {"prompt": prompt, "negative_prompt": cfg.negative_prompt or None}
+            try:
+                frames = self.pipeline(
+                    image=image, **texts, **embeds, height=height, width=width, num_frames=num_frames,
+                    num_inference_steps=len(cfg.sigmas) if cfg.distilled else cfg.num_inference_steps,
+                    guidance_scale=guidance, max_sequence_length=cfg.max_sequence_length, output_type="np",
+                    generator=generator).frames
+            finally:
+                self.lever_state.after_generate()
         return frames_to_uint8(frames)
+
+    def _encode(self, prompt: str):
+        """(prompt, negative prompt) UMT5 embeddings as the pipeline computes them, in the experts' dtype."""
+        positive, negative = self.pipeline.encode_prompt(
+            prompt, self.config.negative_prompt or None, do_classifier_free_guidance=True,
+            max_sequence_length=self.config.max_sequence_length, device=self.pipeline._execution_device)
+        dtype = self.pipeline.transformer.dtype
+        return positive.to(dtype), negative.to(dtype)
 
     def generate_to_file(self, path: str | os.PathLike, image, prompt: str, **kwargs) -> Path:
         """generate() and write the frames as an H.264 mp4 (Sparkle's edited_background_video), atomically."""
