@@ -192,10 +192,13 @@ def _gray_frames(frames):
     g = gray.float()
     first = g[0]
     lit = first >= 16  # dark pixels give noisy ratios
-    if bool(lit.any()):
-        ratios = g[:, lit] / first[lit]
-        gain = ratios.median(dim=1).values.clamp_min(1e-3).view(-1, 1, 1)
-        g = g / gain
+    # the median over the lit pixels, as NaN-free medians of the ratios (torch's nanmedian picks the same element as
+    # median on the lit pixels alone); no lit pixel: gain 1. No boolean indexing or branch: on a GPU either would
+    # wait for the device.
+    ratios = torch.where(lit, g / torch.where(lit, first, 1.0), torch.nan).reshape(g.shape[0], -1)
+    median = ratios.nanmedian(dim=1).values
+    gain = torch.where(torch.isnan(median), 1.0, median.clamp_min(1e-3)).view(-1, 1, 1)
+    g = g / gain
     mean = first.mean()
     std = first.std().clamp_min(1.0) if first.numel() > 1 else torch.ones_like(mean)
     return ((g - mean) / std * 48.0 + 128.0).round().clamp(0, 255).to(torch.uint8)
@@ -289,10 +292,10 @@ def _analyze_group(grays: list, size: tuple[int, int], th: CameraThresholds) -> 
     return out
 
 
-def _consistent_background(direct, inliers: np.ndarray,
+def _consistent_background(direct, inliers,
                            th: CameraThresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """float64 (rows, 3, 3): frame 0 -> t homographies of every clip of `direct` (`inliers` bool (rows, N) are those
-    of the model step 5's RANSAC chose) fitted on each clip's background points, NaN where too few; bool (rows, N):
+    of the model step 5's RANSAC chose; torch on the tracks' device) fitted on each clip's background points, NaN where too few; bool (rows, N):
     the points followed into the later half of their clip's frames that were not voted background (a subject), on
     each of the clip's rows; and bool (rows, N): those voted background. The direct tracks follow the same points
     through the clip, so the background is one set of points: those on the chosen (background) model in most of
@@ -301,9 +304,7 @@ def _consistent_background(direct, inliers: np.ndarray,
     from sparkle_fast.camera_refine import apply_homographies
     from sparkle_fast.ops.homography import refit_homographies
 
-    src = np.asarray(direct.src.cpu(), np.float64)
-    dst = np.asarray(direct.dst.cpu(), np.float64)
-    tracked = np.asarray(direct.tracked.cpu())
+    src, dst, tracked, _, inliers = direct.host(inliers)  # one copy to the host for the group
     out = np.full((len(inliers), 3, 3), np.nan)
     foreground = np.zeros(inliers.shape, bool)
     voted = np.zeros(inliers.shape, bool)  # `background` of each clip, on each of its rows
@@ -337,12 +338,14 @@ def _rival_homographies(direct, subject: np.ndarray, th: CameraThresholds) -> np
 
     from sparkle_fast.ops.homography import refit_homographies
 
-    mask = subject & np.asarray(direct.tracked.cpu())
+    src, dst, tracked, _ = direct.host()
+    mask = subject & tracked
     keys = np.concatenate([np.arange(n) for n in direct.n_pairs])
     _, inliers = find_homographies(direct.src, direct.dst, torch.from_numpy(mask).to(direct.src.device),
                                    threshold=th.rival_threshold_px, max_iters=th.ransac_iters, seed=th.seed, keys=keys)
-    mask &= np.asarray(inliers.cpu())
-    h = refit_homographies(np.asarray(direct.src.cpu(), np.float64), np.asarray(direct.dst.cpu(), np.float64), mask)
+    (inliers,) = _to_host(inliers)
+    mask &= inliers
+    h = refit_homographies(src, dst, mask)  # float64 on the host, once per group (as step 5's)
     h[mask.sum(1) < th.min_points] = np.nan
     return h
 
@@ -382,7 +385,7 @@ def _refine(grays: list, chained, h0t: np.ndarray, foreground: np.ndarray, backg
     cells = _fitting_cells(th.refine_cells, th.cells, height, width, margin)
     points, valid = select_points(firsts, cells=cells, margin=margin)
     coarse = chained.src[torch.tensor(first_row, device=device)]  # (clips, Nc, 2) step 5's points
-    distance, nearest = (np.asarray(x.cpu()) for x in torch.cdist(points, coarse).min(dim=-1))
+    distance, nearest = _to_host(*torch.cdist(points, coarse).min(dim=-1))
     radius = 0.5 * max((height - 2 * margin) / th.cells[0], (width - 2 * margin) / th.cells[1])
 
     def inherit(vote: np.ndarray) -> np.ndarray:  # bool (clips, Nc) step 5's points -> (clips, N) dense points
@@ -401,14 +404,13 @@ def _refine(grays: list, chained, h0t: np.ndarray, foreground: np.ndarray, backg
     clips = list(range(len(n_pairs))) + rivals
     rows = np.concatenate([np.arange(first_row[c], first_row[c] + n_pairs[c]) for c in clips])
     hyp_pairs = [n_pairs[c] for c in clips]
-    repeat = torch.tensor(hyp_pairs, device=device)
     index = torch.tensor(clips, device=device)
     h_init = np.concatenate([start_a, start_b[rows[len(h0t):]]])
     exclude = np.repeat(np.concatenate([exclude_a, exclude_b]), hyp_pairs, axis=0)
-    h, support = refine_from_first(firsts[index].repeat_interleave(repeat, dim=0),
+    h, support = refine_from_first(_repeat_rows(firsts[index], hyp_pairs),
                                    later[torch.from_numpy(rows).to(device)], h_init,
-                                   points[index].repeat_interleave(repeat, dim=0),
-                                   valid[index].repeat_interleave(repeat, dim=0), hyp_pairs, th,
+                                   _repeat_rows(points[index], hyp_pairs),
+                                   _repeat_rows(valid[index], hyp_pairs), hyp_pairs, th,
                                    exclude=exclude, return_support=True)
     held = _sides_held(support, hyp_pairs, cells)
     out = h[:len(h0t)]
@@ -438,6 +440,26 @@ def _fitting_cells(wanted: tuple[int, int], fallback: tuple[int, int], height: i
     return wanted if (height - 2 * margin) // rows >= 1 and (width - 2 * margin) // cols >= 1 else fallback
 
 
+def _to_host(*tensors) -> list[np.ndarray]:
+    """numpy copies of torch tensors (one device, any shapes; bool, integer or float dtypes) in one copy to the host:
+    packed as float64 on the device (exact for these values: floats up to float64, bools, counts < 2**53)."""
+    import torch
+
+    if not tensors:
+        return []
+    packed = torch.cat([t.reshape(-1).to(torch.float64) for t in tensors]).cpu().numpy()
+    out, start = [], 0
+    for t in tensors:
+        part = packed[start:start + t.numel()].reshape(tuple(t.shape))
+        start += t.numel()
+        if t.dtype == torch.bool:
+            part = part != 0
+        elif not t.dtype.is_floating_point:
+            part = part.astype(np.int64)
+        out.append(part)
+    return out
+
+
 @dataclass
 class _DirectTracks:
     """Points of each clip's first sampled frame and where they are in each later sampled frame (row = (clip, t)),
@@ -446,9 +468,27 @@ class _DirectTracks:
     src: Any          # float32 torch (P, N, 2): the points in frame 0
     dst: Any          # float32 torch (P, N, 2): where they are in frame t
     tracked: Any      # bool torch (P, N): tracked (both ways, forward-backward consistent) up to frame t
-    valid: np.ndarray  # bool (clips, N): a corner was found in the point's cell of frame 0
+    valid: Any        # bool torch (clips, N): a corner was found in the point's cell of frame 0
     n_pairs: list[int]
     first_row: list[int]
+    _host: list | None = None
+
+    def host(self, *extra) -> list[np.ndarray]:
+        """numpy float64 src, dst, bool tracked, valid, then `extra` tensors (e.g. inliers): one copy to the host
+        (src, dst, tracked and valid are kept for the next call, which copies only its extra)."""
+        if self._host is None:
+            got = _to_host(self.src, self.dst, self.tracked, self.valid, *extra)
+            self._host = got[:4]
+            return got
+        return self._host + _to_host(*extra)
+
+
+def _repeat_rows(x, counts: list[int]):
+    """x (len(counts), ...) torch with row i repeated counts[i] times; the output size given, so that a GPU need not
+    report it back to the host first."""
+    import torch
+
+    return x.repeat_interleave(torch.tensor(counts, device=x.device), dim=0, output_size=sum(counts))
 
 
 def _point_margin(th: CameraThresholds) -> int:
@@ -463,14 +503,13 @@ def _track_from_first(grays: list, points, valid, th: CameraThresholds) -> _Dire
 
     n_pairs = [g.shape[0] - 1 for g in grays]
     first = torch.stack([g[0] for g in grays])
-    repeat = torch.tensor(n_pairs, device=first.device)
-    prev = first.repeat_interleave(repeat, dim=0)
+    prev = _repeat_rows(first, n_pairs)
     nxt = torch.cat([g[1:] for g in grays])
-    start_pts, start_valid = points.repeat_interleave(repeat, dim=0), valid.repeat_interleave(repeat, dim=0)
+    start_pts, start_valid = _repeat_rows(points, n_pairs), _repeat_rows(valid, n_pairs)
     fwd, st_f, _ = track_points(prev, nxt, start_pts, window=th.window, max_level=th.max_level)
     back, st_b, _ = track_points(nxt, prev, fwd, window=th.window, max_level=th.max_level)
     tracked = start_valid & st_f & st_b & ((back - start_pts).norm(dim=-1) <= th.fb_threshold_px)
-    return _DirectTracks(start_pts, fwd, tracked, np.asarray(valid.cpu()), n_pairs,
+    return _DirectTracks(start_pts, fwd, tracked, valid, n_pairs,
                          [int(x) for x in np.cumsum([0] + n_pairs[:-1])])
 
 
@@ -510,8 +549,7 @@ def _track_chained(grays: list, points, valid, th: CameraThresholds) -> _DirectT
         where[idx] = torch.where(ok[..., None], fwd, pts)
         alive[idx] = ok
         rows_dst[rows], rows_tracked[rows] = fwd, ok
-    repeat = torch.tensor(n_pairs, device=points.device)
-    return _DirectTracks(points.repeat_interleave(repeat, dim=0), rows_dst, rows_tracked, np.asarray(valid.cpu()),
+    return _DirectTracks(_repeat_rows(points, n_pairs), rows_dst, rows_tracked, valid,
                          n_pairs, first_row)
 
 
@@ -520,9 +558,7 @@ def _still_points(direct: _DirectTracks, size: tuple[int, int], th: CameraThresh
     from sparkle_fast.ops.homography import refit_homographies
 
     near = direct.tracked & ((direct.dst - direct.src).norm(dim=-1) <= th.still_px)
-    src = np.asarray(direct.src.cpu(), np.float64)
-    dst = np.asarray(direct.dst.cpu(), np.float64)
-    near_np, tracked_np, valid_np = np.asarray(near.cpu()), np.asarray(direct.tracked.cpu()), direct.valid
+    src, dst, tracked_np, valid_np, near_np = direct.host(near)  # one copy to the host for the group
     ring = border_cells(th.cells)
     out: list[CameraMotion | None] = []
     for c, (n, start) in enumerate(zip(direct.n_pairs, direct.first_row, strict=True)):
@@ -562,9 +598,11 @@ def _pairwise(grays: list, size: tuple[int, int], th: CameraThresholds) -> list[
     tracked = valid & st_f & st_b & fb_ok
     keys = np.concatenate([np.arange(g.shape[0] - 1) for g in grays])
     h, inliers = _background_homographies(points, fwd, tracked, th, keys)
-    n_valid = valid.sum(1).cpu().numpy()
-    n_tracked = tracked.sum(1).cpu().numpy()
-    n_inliers = inliers.sum(1)
+    # one copy to the host: the homographies and the three counts per pair
+    counts = torch.stack([valid.sum(1), tracked.sum(1), inliers.sum(1)], dim=1).to(torch.float64)
+    host = torch.cat([h.reshape(len(h), 9), counts], dim=1).cpu().numpy()
+    h = host[:, :9].reshape(-1, 3, 3)
+    n_valid, n_tracked, n_inliers = (host[:, 9 + k].astype(np.int64) for k in range(3))
     out, start = [], 0
     for g in grays:
         n_pairs = g.shape[0] - 1
@@ -582,7 +620,8 @@ def border_cells(cells: tuple[int, int], width: int = 2) -> np.ndarray:
 
 
 def _background_homographies(points, moved, tracked, th: CameraThresholds, keys: np.ndarray):
-    """The background's homography per pair, and its inliers (numpy (P, 3, 3), (P, N)).
+    """The background's homography per pair, and its inliers (torch on the points' device: float64 (P, 3, 3),
+    bool (P, N)).
 
     RANSAC keeps the largest consistent motion, which is the subject's when the subject holds more good corners than
     the background (a textured subject in front of a plain wall). So a second RANSAC fits the points the first
@@ -591,26 +630,39 @@ def _background_homographies(points, moved, tracked, th: CameraThresholds, keys:
     model holds, as before, let a dense subject win over a plain background.)
     keys (P,): each pair's index within its clip keys its RANSAC draw, so a clip's verdict does not depend on the
     other clips in its batch.
+    The choice is made on the device, and the second RANSAC runs even when no pair has points enough for it (its
+    pairs then have no usable point and lose): asking the host first would wait for the device.
     """
+    import torch
+
     def fit(mask):
         h, inl = find_homographies(points, moved, mask, threshold=th.ransac_threshold_px,
                                    max_iters=th.ransac_iters, seed=th.seed, keys=keys)
-        return (np.asarray(h.cpu()) if hasattr(h, "cpu") else np.asarray(h),
-                np.asarray(inl.cpu()) if hasattr(inl, "cpu") else np.asarray(inl))
+        return h, inl
 
-    tracked_np = np.asarray(tracked.cpu())
     h1, in1 = fit(tracked)
-    rest = tracked_np & ~in1
-    n_tracked = tracked_np.sum(1)
-    second = rest.sum(1) >= np.maximum(th.min_points, th.min_inlier_ratio * n_tracked)
-    if not second.any():
-        return h1, in1
+    rest = tracked & ~in1
+    n_tracked = tracked.sum(1).to(torch.float64)
+    second = rest.sum(1) >= (th.min_inlier_ratio * n_tracked).clamp_min(th.min_points)
+    h2, in2 = fit(rest & second[:, None])
+    score1, score2 = side_share_torch(in1, tracked, th.cells), side_share_torch(in2, tracked, th.cells)
+    use2 = second & torch.isfinite(h2).all(dim=2).all(dim=1) & (score2 > score1)
+    return torch.where(use2[:, None, None], h2, h1), torch.where(use2[:, None], in2, in1)
+
+
+def side_share_torch(inliers, tracked, cells: tuple[int, int]):
+    """side_share on torch (bool (P, N) on one device -> float64 (P,)); the sides are made on the device (no copy)
+    and summed in numpy's order, so the comparison of two scores is numpy's."""
     import torch
 
-    h2, in2 = fit(torch.from_numpy(rest & second[:, None]).to(tracked.device))
-    score1, score2 = side_share(in1, tracked_np, th.cells), side_share(in2, tracked_np, th.cells)
-    use2 = second & np.isfinite(h2).all(axis=(1, 2)) & (score2 > score1)
-    return np.where(use2[:, None, None], h2, h1), np.where(use2[:, None], in2, in1)
+    rows, cols = cells
+    cell = torch.arange(rows * cols, device=inliers.device)
+    r, c = cell // cols, cell % cols
+    sides = torch.stack([r < 2, r >= rows - 2, c < 2, c >= cols - 2])  # frame_sides(cells)
+    on = (inliers[:, None, :] & sides[None]).sum(-1).to(torch.float64)
+    seen = (tracked[:, None, :] & sides[None]).sum(-1).to(torch.float64)
+    share = on / seen.clamp_min(1.0)
+    return ((share[:, 0] + share[:, 1]) + share[:, 2]) + share[:, 3]
 
 
 def frame_sides(cells: tuple[int, int], width: int = 2) -> np.ndarray:

@@ -415,6 +415,7 @@ def refine_from_first(first: Any, later: Any, h_init: np.ndarray, points: Any, v
         good = (near.sum(dim=1) >= th.refine_min_points) & torch.isfinite(h_fit).all(dim=2).all(dim=1)
         h_cur = torch.where(good[:, None, None], h_fit, h_cur)
     # one copy back: the homographies and the last iteration's support
-    h_host[rows] = h_cur.cpu().numpy()
-    support_host[rows] = (near & good[:, None]).cpu().numpy()
+    packed = torch.cat([h_cur.reshape(len(rows), 9), (near & good[:, None]).to(torch.float64)], dim=1).cpu().numpy()
+    h_host[rows] = packed[:, :9].reshape(-1, 3, 3)
+    support_host[rows] = packed[:, 9:] != 0
     return (h_host, support_host) if return_support else h_host

@@ -1,0 +1,186 @@
+"""The camera filter's traffic between host and device: a clip group's analysis makes a fixed number of host round
+trips, however many refinement iterations and frame steps it runs (on a GPU each one waits for every launch before
+it). Counted on CPU tensors by wrapping what would copy or sync on a GPU; the ops' own traffic (track_points,
+select_points, find_homographies: their tests cover it) is counted as calls, not inside."""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from sparkle_fast import camera, camera_refine
+from sparkle_fast.camera_synthetic import make_clip
+
+SIZE = (96, 128)
+# What copies between host and device, or waits for the device, when a tensor lives on a GPU: a copy out, a
+# Python value of a tensor, a shape set by the data (nonzero, boolean masks, repeat_interleave without a
+# known size), and a copy in (a host-made tensor: torch.tensor, from_numpy before .to(device)). Not numpy() nor
+# __array__: on a GPU tensor they raise, so a copy out goes through .cpu() first (counted there).
+_TENSOR_METHODS = ("cpu", "item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "unique")
+_TORCH_FUNCTIONS = ("tensor", "as_tensor", "from_numpy", "nonzero", "unique", "masked_select")
+_OPS = ((camera, "track_points"), (camera, "select_points"), (camera, "find_homographies"),
+        (camera_refine, "track_points"), (camera.ops, "rgb_to_gray"))
+
+
+def _is_mask(index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+
+
+@contextlib.contextmanager
+def count_host_traffic(monkeypatch, where: list | None = None):
+    """Counter of host round trips made by camera code (not inside the ops) while the block runs; op calls are
+    counted under "op:<name>". where: a list that receives a short stack for every round trip (for debugging)."""
+    counts: Counter = Counter()
+    inside_op = [0]
+    depth = [0]  # one round trip per outermost call (np.asarray(t.cpu()) calls __array__, which calls numpy)
+
+    def note(name):
+        if inside_op[0] or depth[0]:
+            return
+        counts["sync"] += 1
+        counts[name] += 1
+        if where is not None:
+            where.append((name, "".join(traceback.format_stack(limit=6)[:-2])))
+
+    def counted(name, real):
+        def wrapper(*args, **kwargs):
+            note(name)
+            depth[0] += 1
+            try:
+                return real(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+        return wrapper
+
+    def wrap(owner, name):
+        monkeypatch.setattr(owner, name, counted(name, getattr(owner, name)))
+
+    for name in _TENSOR_METHODS:
+        wrap(torch.Tensor, name)
+    for name in _TORCH_FUNCTIONS:
+        wrap(torch, name)
+    real_getitem, real_setitem = torch.Tensor.__getitem__, torch.Tensor.__setitem__
+    real_repeat = torch.Tensor.repeat_interleave
+
+    def getitem(self, index):
+        return (counted("mask index", real_getitem) if _is_mask(index) else real_getitem)(self, index)
+
+    def setitem(self, index, value):
+        return (counted("mask index", real_setitem) if _is_mask(index) else real_setitem)(self, index, value)
+
+    def repeat_interleave(self, repeats, *args, **kwargs):
+        sized = not isinstance(repeats, torch.Tensor) or kwargs.get("output_size") is not None
+        return (real_repeat if sized else counted("repeat_interleave", real_repeat))(self, repeats, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "__getitem__", getitem)
+    monkeypatch.setattr(torch.Tensor, "__setitem__", setitem)
+    monkeypatch.setattr(torch.Tensor, "repeat_interleave", repeat_interleave)
+    for module, name in _OPS:
+        real = getattr(module, name)
+
+        def op(*args, _real=real, _name=name, **kwargs):
+            counts["op:" + _name] += 1
+            inside_op[0] += 1
+            try:
+                return _real(*args, **kwargs)
+            finally:
+                inside_op[0] -= 1
+        monkeypatch.setattr(module, name, op)
+    try:
+        yield counts
+    finally:
+        monkeypatch.undo()
+
+
+def _clips(n_clips: int, n_frames: int):
+    motions = ["pan", "zoom", "rotate", "drift"]
+    return [torch.from_numpy(make_clip(motions[c % 4], n_frames=n_frames, size=SIZE, speed=2.0, seed=c).frames)
+            for c in range(n_clips)]
+
+
+def _count(monkeypatch, clips, **thresholds):
+    th = camera.CameraThresholds(**thresholds)
+    with count_host_traffic(monkeypatch) as counts:
+        results = camera.analyze_many(clips, th, device="cpu")
+    return counts, results
+
+
+def test_host_round_trips_do_not_grow_with_iterations_frame_steps_or_clips(monkeypatch):
+    few, _ = _count(monkeypatch, _clips(2, 4), refine_iters=1)
+    more_iters, _ = _count(monkeypatch, _clips(2, 4), refine_iters=3)
+    more_steps, _ = _count(monkeypatch, _clips(2, 8), refine_iters=1)
+    more_clips, results = _count(monkeypatch, _clips(4, 4), refine_iters=1)
+    assert all(r.static is False and r.method == "homography" for r in results)  # every step ran
+    # the runs did more work (more tracking launches) ...
+    assert more_iters["op:track_points"] > few["op:track_points"] > 0
+    assert more_steps["op:track_points"] > few["op:track_points"]
+    # ... with the same host round trips, and the same RANSAC calls (each makes its own fixed few)
+    for other in (more_iters, more_steps, more_clips):
+        assert other["sync"] == few["sync"], (dict(few), dict(other))
+        assert other["op:find_homographies"] == few["op:find_homographies"]
+
+
+def test_the_counter_sees_a_per_iteration_round_trip(monkeypatch):
+    """The counter is not blind: a host copy added to refine_from_first's loop shows up once per iteration."""
+    real = camera_refine.apply_homographies_torch
+
+    def leaky(h, points):
+        np.asarray(h.cpu())  # what the loop did before: a copy to the host each iteration
+        return real(h, points)
+
+    monkeypatch.setattr(camera_refine, "apply_homographies_torch", leaky)
+    one, _ = _count(monkeypatch, _clips(1, 4), refine_iters=1)
+    monkeypatch.setattr(camera_refine, "apply_homographies_torch", leaky)
+    three, _ = _count(monkeypatch, _clips(1, 4), refine_iters=3)
+    assert three["cpu"] - one["cpu"] >= 2 * 2  # two calls per iteration (the mapping and the trim's errors)
+
+
+@pytest.mark.gpu
+def test_cuda_decisions_equal_cpu_on_a_mixed_group():
+    """The device path (Triton tracking, CUDA RANSAC, the refinement's torch fits on the GPU) decides every clip of a
+    group as the CPU path does, method and reason included; homographies within 0.05 px at the corners (the
+    trackers differ in float rounding, so no bit equality is claimed for the floats)."""
+    from sparkle_fast.camera_synthetic import corner_error
+
+    size = (144, 192)
+    specs = [dict(motion="static"), dict(motion="static", subject_fraction=0.3, subject_speed=3.0, noise=2.0),
+             dict(motion="pan", speed=0.5), dict(motion="zoom", speed=2.0, noise=2.0),
+             dict(motion="rotate", speed=1.0, subject_fraction=0.4, subject_speed=0.0, noise=2.0),
+             dict(motion="shake", speed=1.5), dict(motion="pan", cut_at=3)]
+    clips = [make_clip(size=size, n_frames=7, seed=i, **s).frames for i, s in enumerate(specs)]
+    cpu = camera.analyze_many(clips, device="cpu")
+    cuda = camera.analyze_many(clips, device="cuda")
+    for a, b in zip(cpu, cuda, strict=True):
+        assert (a.static, a.method, a.reason, a.pairs) == (b.static, b.method, b.reason, b.pairs)
+        if a.from_first is not None and np.isfinite(a.from_first).all():
+            assert max(corner_error(x, y, size) for x, y in zip(a.from_first, b.from_first, strict=True)) <= 0.05
+
+
+@pytest.mark.gpu
+def test_refine_twins_on_cuda_equal_cpu():
+    """The refinement's torch fits on the GPU against the same code on the CPU: the model choices equal, the fits
+    within 1e-9 px (cuSOLVER and LAPACK round differently)."""
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 300, (24, 120, 2))
+    h = np.eye(3) + np.concatenate([rng.normal(0, 0.01, (24, 2, 3)), rng.normal(0, 1e-5, (24, 1, 3))], axis=1)
+    h[:, 2, 2] = 1.0
+    dst = camera_refine.apply_homographies(h, src) + rng.normal(0, 0.1, src.shape)
+    mask = rng.random((24, 120)) < 0.7
+    mask[0], mask[1, 3:] = False, False
+    groups = np.repeat(np.arange(6), 4)
+    args = [torch.from_numpy(a) for a in (src, dst, mask)]
+    h_cpu, keep_cpu = camera_refine.choose_motion_model_torch(*args, camera_refine.group_layout(groups, "cpu"))
+    h_gpu, keep_gpu = camera_refine.choose_motion_model_torch(*(a.cuda() for a in args),
+                                                              camera_refine.group_layout(groups, "cuda"))
+    assert torch.equal(keep_cpu, keep_gpu.cpu())
+    h_cpu, h_gpu = h_cpu.numpy(), h_gpu.cpu().numpy()
+    finite = np.isfinite(h_cpu).all(axis=(1, 2))
+    assert np.array_equal(finite, np.isfinite(h_gpu).all(axis=(1, 2)))
+    moved = camera_refine.apply_homographies
+    assert np.abs(moved(h_cpu[finite], src[finite]) - moved(h_gpu[finite], src[finite])).max() <= 1e-9
