@@ -26,6 +26,9 @@
                   docs/GENERATION.md): cfg_batch, cache = "none" | "first_block", cache_threshold, fp8 = "none" |
                   "weight" | "dynamic", attention_backend, context_parallel, context_parallel_kind
 
+    [memory]      gpu_memory_gib = 0 (the budget for resident models; 0 = the GPU's), plan_gpu (ours)
+    [batch]       samples per model call per slot: vlm, scorer, editor, sam3, i2v, control, camera (ours)
+
 An unknown section or key, or a value of the wrong type, is an error naming the file and the key: a typo must not
 silently leave a default in force. The resolved config is saved with the run and compared with the previous run's.
 """
@@ -97,7 +100,8 @@ class ThresholdConfig:
 
 @dataclass
 class RunConfig:
-    chunk_size: int = 8  # samples per chunk: each stage's models are loaded once per chunk
+    chunk_size: int = 256  # samples per chunk: the steps of a chunk run model-major (driver/runner.py), so a model
+    # that must be swapped out is loaded about once per chunk; bounded by the disk its intermediates need
     max_attempts: int = 2  # a failed stage is retried on later runs until it has failed this often
     seed: int = 0
     themes: list[str] = field(default_factory=lambda: ["location", "season", "time", "style"])
@@ -179,6 +183,31 @@ class RayConfig:
     status_seconds: float = 30.0  # how often the pool table is printed and the Ray metrics updated
 
 
+@dataclass
+class MemorySection:
+    """Which models the runner keeps resident (driver/runner.py SlotCache; ours). The runner loads a step's model
+    slot when a step needs it and keeps loaded slots while their planned bytes fit the budget, evicting the slot
+    needed furthest ahead first; a slot larger than the whole budget stops the run before any work."""
+
+    gpu_memory_gib: float = 0.0  # the budget; 0 = the GPU's memory less the plan's reserve (none on a CPU: unbounded)
+    plan_gpu: str = ""  # the GPU the plan sizes slots for ("" = H100), see `sparkle-fast plan`
+
+
+@dataclass
+class BatchSection:
+    """Samples per model call, per slot (ours; a VLM or EditScore call batches its rows with left padding, the
+    editor its images). The tiny random models' near-tied logits can make a row's greedy answer depend on the padding
+    of its batch, so the demo runs at 1; real runs start from these."""
+
+    vlm: int = 8
+    scorer: int = 8
+    editor: int = 4
+    sam3: int = 1  # one clip per call: a clip's passes already batch its frames
+    i2v: int = 1  # one clip per call: a Wan call is a whole GPU's work at Sparkle's size
+    control: int = 1
+    camera: int = 16  # clips per camera-filter call (their decoded frames are held together: 16 = 3.6 GB at 720p)
+
+
 ENGINE_CHOICES = ("torch", "compile", "tensorrt", "onnxruntime")  # = sparkle_fast.engines.ENGINE_CHOICES
 ENGINE_PRECISIONS = ("bf16", "fp16", "fp32")
 
@@ -230,6 +259,8 @@ class PipelineConfig:
     i2v: I2VSection = field(default_factory=I2VSection)
     control: ControlSection = field(default_factory=ControlSection)
     vlm: VLMSection = field(default_factory=VLMSection)
+    memory: MemorySection = field(default_factory=MemorySection)
+    batch: BatchSection = field(default_factory=BatchSection)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -403,6 +434,11 @@ def check_config(config: PipelineConfig) -> None:
         problems.append("bait.anchor_fps must be positive and bait.min_votes >= 0")
     if config.run.chunk_size < 1 or config.run.max_attempts < 1:
         problems.append("run.chunk_size and run.max_attempts must be >= 1")
+    small = [f"batch.{k}" for k, v in dataclasses.asdict(config.batch).items() if v < 1]
+    if small:
+        problems.append(f"{', '.join(small)} must be >= 1")
+    if config.memory.gpu_memory_gib < 0:
+        problems.append(f"memory.gpu_memory_gib must be >= 0 (0: the GPU's), got {config.memory.gpu_memory_gib}")
     if config.run.ablation not in ABLATIONS:
         problems.append(f"run.ablation must be one of {', '.join(repr(a) for a in ABLATIONS)}, got "
                         f"{config.run.ablation!r}")

@@ -4,6 +4,10 @@ Tables
   meta(key, value)                     schema version; the run's resolved config (JSON) and its hash
   samples(id, theme, src_video, prompt, added_at)
   stage_results(sample_id, stage, status, attempts, score, reason, record, seconds, timing, finished_at)
+  step_results(sample_id, stage, step, state, seconds, timing, finished_at)
+                                       each finished step of a stage still running (sparkle_fast/stages/steps.py):
+                                       the stage's state after it; a rerun starts the sample at its first step
+                                       without a row, so no finished model call is repeated
 
 A stage's result is written once, when the stage finishes for that sample, in one transaction: status is "done",
 "rejected" (a decision, with its reason) or "failed" (an error, with its message; retried on the next run until
@@ -86,6 +90,10 @@ class Manifest:
                 "stage INTEGER NOT NULL, status TEXT NOT NULL CHECK (status IN ('done', 'rejected', 'failed')), "
                 "attempts INTEGER NOT NULL, score REAL, reason TEXT, record TEXT, seconds REAL, timing TEXT, "
                 "finished_at REAL NOT NULL, PRIMARY KEY (sample_id, stage))")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS step_results (sample_id TEXT NOT NULL REFERENCES samples(id), "
+                "stage INTEGER NOT NULL, step TEXT NOT NULL, state TEXT NOT NULL, seconds REAL, timing TEXT, "
+                "finished_at REAL NOT NULL, PRIMARY KEY (sample_id, stage, step))")
             version = self._meta("schema_version")
             if version is None:
                 self._set_meta("schema_version", str(SCHEMA_VERSION))
@@ -177,6 +185,32 @@ class Manifest:
                 "timing = excluded.timing, finished_at = excluded.finished_at",
                 (sample_id, stage, status, score, reason, None if record is None else json.dumps(record),
                  seconds, None if timing is None else json.dumps(timing), time.time()))
+
+    # --- step results -----------------------------------------------------------------------------------------
+
+    def finish_step(self, sample_id: str, stage: int, step: str, state: dict, *, seconds: float | None = None,
+                    timing: dict | None = None) -> None:
+        """Record that `step` of `stage` finished for the sample and left `state` (JSON) for the stage's next step."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO step_results (sample_id, stage, step, state, seconds, timing, finished_at) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sample_id, stage, step) DO UPDATE SET state = excluded.state, "
+                "seconds = excluded.seconds, timing = excluded.timing, finished_at = excluded.finished_at",
+                (sample_id, stage, step, json.dumps(state), seconds, None if timing is None else json.dumps(timing),
+                 time.time()))
+
+    def finished_steps(self, sample_id: str, stage: int) -> dict[str, dict]:
+        """{step: {"state", "seconds", "timing"}} of the stage's finished steps for the sample."""
+        rows = self._db.execute("SELECT step, state, seconds, timing FROM step_results WHERE sample_id = ? AND "
+                                "stage = ?", (sample_id, stage)).fetchall()
+        return {step: {"state": json.loads(state), "seconds": seconds,
+                       "timing": None if timing is None else json.loads(timing)}
+                for step, state, seconds, timing in rows}
+
+    def step_counts(self) -> dict[tuple[int, str], int]:
+        """{(stage, step): samples that finished it and went on} over the manifest."""
+        return {(stage, step): n for stage, step, n in self._db.execute(
+            "SELECT stage, step, COUNT(*) FROM step_results GROUP BY stage, step")}
 
     def result(self, sample_id: str, stage: int) -> StageResultRow | None:
         row = self._db.execute(

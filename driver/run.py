@@ -51,22 +51,44 @@ def parse_stages(text: str) -> list[int]:
 
 
 class Progress:
-    """Per-stage progress lines on stderr: count, rate and ETA."""
+    """A progress bar per step on stderr (tqdm: samples done of those that reached the step, samples/s, ETA); on a
+    stream that is not a terminal, one line per update instead (logs stay readable)."""
 
     def __init__(self, stream=None, prefix: str = ""):
         self.stream = stream or sys.stderr
         self.prefix = prefix
+        self._bars: dict[str, Any] = {}
         self._started: dict[str, float] = {}
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if self._tty:
+            from tqdm import tqdm
+
+            bar = self._bars.get(label)
+            if bar is None:
+                bar = self._bars[label] = tqdm(total=total, desc=f"{self.prefix}{label}", unit="sample",
+                                               file=self.stream, position=len(self._bars), leave=True,
+                                               dynamic_ncols=True)
+            bar.total = max(bar.total or 0, total)
+            bar.update(done - bar.n)
+            return
         now = time.perf_counter()
-        if done == 1:
-            self._started[stage] = now  # the rate counts from the first finished sample (model loading excluded)
-        start = self._started.get(stage, now)
-        rate = (done - 1) / (now - start) if done > 1 and now > start else None
+        if label not in self._started:
+            self._started[label] = now  # the rate counts from the first finished batch (model loading excluded)
+            first = done
+        else:
+            first = None
+        start = self._started[label]
+        rate = done / (now - start) if first is None and now > start else None
         eta = f", ETA {(total - done) / rate:.0f} s" if rate else ""
         rate_text = f", {rate:.2f} samples/s" if rate else ""
-        print(f"{self.prefix}[{stage}] {done}/{total}{rate_text}{eta}", file=self.stream, flush=True)
+        print(f"{self.prefix}[{label}] {done}/{total}{rate_text}{eta}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+        self._bars.clear()
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -200,11 +222,17 @@ def run_pipeline(input: str | Path, out: str | Path, config: PipelineConfig, mod
         else:
             runner_object = LocalRunner(config.run.chunk_size, config.run.max_attempts, progress or Progress(),
                                         only=only)
-        runner_object.run(stage_list, manifest, out_layout, config, models)
+        try:
+            runner_object.run(stage_list, manifest, out_layout, config, models)
+        finally:
+            if progress is None and isinstance(getattr(runner_object, "progress", None), Progress):
+                runner_object.progress.close()
         try:
             rows = write_index_files(manifest, out_layout)
             summary = run_summary(manifest, {s.number: s.name for s in stage_list}, time.perf_counter() - started,
                                   changed, inputs.problems, rows)
+            if callable(getattr(runner_object, "summary", None)):  # per step and slot figures of this run
+                summary.update(runner_object.summary())
             _write_json(out_layout.root / "summary.json", summary)
         except OSError as exc:
             if is_disk_full(exc):

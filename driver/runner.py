@@ -1,31 +1,43 @@
-"""Runners: who runs which stage on which samples, recording every outcome in the manifest.
+"""Runners: who runs which step on which samples, recording every outcome in the manifest.
 
-LocalRunner works through the samples in chunks; for each chunk it runs stage 1 on every sample still pending, then
-loads stage 2's models and runs them on the survivors, and so on, releasing each stage's models before the next
-stage's load, so one GPU holds one stage's models at a time. A Ray runner (an actor pool per stage) implements the
-same run() over the same stages and manifest. ShardedRunner (workers.py) runs one LocalRunner process per GPU on
-disjoint shards of the samples.
+LocalRunner (one process, one GPU) schedules steps, not stages (sparkle_fast/stages/steps.py). For each chunk of
+samples it repeatedly picks a step that has samples waiting at it, preferring one whose model slot is already
+resident (model-major: a model, once loaded, runs every pending call of the chunk it can take before another is
+loaded), and runs it over those samples in batches of the slot's `[batch]` size:
 
-A stage with a `run_batch(samples, contexts)` method (stage 1: its camera filter batches many clips per launch) is
-given up to its `batch_size` samples per call and returns one outcome per sample; if the call raises, each of its
-samples is run alone with run(), so one bad sample cannot fail the others. Every run() call runs inside
-ops' record_backends(), and the implementations the ops reached ("backends": {"control_video": "triton", ...}) are
-added to its outcome's record; run_batch records each sample's own (one log for the batch would mix its samples,
-and a record would then depend on the batch it fell in).
+  chunk   [camera_filter] x all -> [camera_verdict, scene_instruction] (vlm) -> [edit_frame0] (editor) ->
+          [score_edit] (scorer) -> [ground_r1] (vlm) -> ... -> [score_video] (scorer)
 
-An exception inside a stage (out-of-memory included) fails that sample with the error as its reason; the run goes on.
+SlotCache holds the loaded models under the run's GPU-memory budget ([memory] gpu_memory_gib; a slot's bytes come
+from the plan, driver/plan.py, for a --models folder, or are measured once loaded): a slot stays resident while the
+budget allows, and when a load needs room the resident slot needed furthest ahead is released first. Models stay
+loaded across chunks, so with room for all of them each loads once per run. A slot that cannot fit even alone stops
+the run before any work (RunConfigError-like ValueError naming the slot, its bytes and the budget).
+
+Every finished step is committed at once: a step that hands the sample on records the stage's state so far
+(manifest step_results); a step that ends the stage (done, rejected, failed) records the stage's result. A rerun
+starts each sample at its first unfinished step, so no finished model call is repeated; a failed stage resumes at the
+step that failed. If a batch raises, each of its samples is run alone, so one bad sample fails only itself. An
+exception inside a step (out-of-memory included) fails that sample with the error as its reason; the run goes on.
 A full disk is not the sample's fault: the run stops with DiskFullError, no attempt is counted against the sample,
-and everything committed before stays in the manifest (SQLite rolls back the transaction it could not write), so
-the same command resumes once there is space.
+and everything committed before stays in the manifest (SQLite rolls back the transaction it could not write), so the
+same command resumes once there is space.
+
+A stage object without steps() (a test's stand-in) runs as one step with its own load_models() / run().
+The Ray runner (driver/ray_runner.py) runs whole stages through `run_group`; ShardedRunner (workers.py) runs one
+LocalRunner process per GPU on disjoint shards of the samples.
 """
 
 from __future__ import annotations
 
+import copy
 import errno
+import functools
 import sqlite3
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sparkle_fast.layout import SparkleLayout
@@ -74,101 +86,131 @@ def _release_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
-class LocalRunner:
-    """Chunked, stage-by-stage execution in this process (one GPU)."""
+# --- steps of the stages ------------------------------------------------------------------------------------------
 
-    def __init__(self, chunk_size: int, max_attempts: int, progress: Callable[[str, int, int], None] | None = None,
-                 shard: tuple[int, int] = (0, 1), only: set[str] | None = None):
-        """shard (k, n): only every n-th sample id from the k-th (sorted order); see driver/workers.py.
-        only: run these sample ids and leave the manifest's others alone (`sparkle-fast run --limit`)."""
-        self.chunk_size = chunk_size
-        self.max_attempts = max_attempts
-        self.progress = progress or (lambda stage, done, total: None)
-        self.shard = shard
-        self.only = only
+@dataclass
+class _RunStep:
+    """A step as the runner schedules it: `key` orders steps in pipeline order; `slot` is the residency key (a model
+    slot, "stage:<name>" for a stage without steps, or None for kernels only)."""
 
-    def run(self, stages: Sequence[Stage], manifest: Manifest, layout: SparkleLayout, config: Any,
-            models_source: Any) -> None:
-        samples = {row.id: Sample(row.id, row.theme, row.src_video, row.prompt) for row in manifest.samples()}
-        shard, shards = self.shard
-        chosen = list(samples) if self.only is None else sorted(set(samples) & self.only)
-        order = sorted(shard_of(chosen, shard, shards))
-        for start in range(0, len(order), self.chunk_size):
-            chunk = set(order[start:start + self.chunk_size])
-            for stage in stages:
-                todo = [sid for sid in manifest.pending(stage.number, self.max_attempts) if sid in chunk]
-                if not todo:
-                    continue
-                try:
-                    self._run_stage(stage, [samples[sid] for sid in todo], manifest, layout, config, models_source)
-                except sqlite3.OperationalError as exc:  # the manifest itself could not be written
-                    if is_disk_full(exc):
-                        raise disk_full_error(exc, layout.root, f"recording {stage.name} results") from exc
-                    raise
+    key: tuple[int, int]
+    stage: Stage
+    name: str
+    slot: str | None
+    run: Callable[[list], Sequence[StageOutcome | None]] | None  # None: a stage without steps (stage.run)
+    last: bool
 
-    def _run_stage(self, stage: Stage, todo: list[Sample], manifest: Manifest, layout: SparkleLayout, config: Any,
-                   models_source: Any) -> None:
+
+def stage_steps(stage: Stage) -> list[_RunStep]:
+    steps = stage.steps() if callable(getattr(stage, "steps", None)) else None
+    if not steps:
+        return [_RunStep((stage.number, 0), stage, stage.name, f"stage:{stage.name}", None, True)]
+    return [_RunStep((stage.number, i), stage, s.name, s.slot, s.run, i == len(steps) - 1)
+            for i, s in enumerate(steps)]
+
+
+# --- resident models ----------------------------------------------------------------------------------------------
+
+def adapter_bytes(adapter: Any) -> int:
+    """Parameter and buffer bytes of the torch modules an adapter holds (two attribute levels deep; shared tensors
+    counted once): what a slot occupies once loaded, for the tiny models that have no plan."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    seen: set[int] = set()
+    total = 0
+
+    def modules(obj: Any, depth: int):
+        if isinstance(obj, torch.nn.Module):
+            yield obj
+            return
+        if depth == 0 or obj is None or isinstance(obj, (str, bytes, int, float)):
+            return
+        values = obj.values() if isinstance(obj, dict) else getattr(obj, "__dict__", {}).values()
+        for value in list(values):
+            yield from modules(value, depth - 1)
+
+    for module in modules(adapter, 3):
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+@dataclass
+class SlotStats:
+    loads: int = 0
+    load_seconds: float = 0.0
+    bytes: int = 0
+
+
+class SlotCache:
+    """The models resident in this process, by slot, under a byte budget (None: unbounded).
+
+    planned_bytes: slot -> bytes from the plan (None or a missing slot: measured with adapter_bytes after loading).
+    load(slot) returns the slot's adapter (or, for "stage:<name>", a stage's whole model dict); release(slot, value)
+    gives its memory back. get(slot, next_use) loads on a miss, first releasing resident slots, those with the
+    largest next_use(slot) (the step index of their next use; inf: never again) first, until the new one fits."""
+
+    def __init__(self, load: Callable[[str], Any], release: Callable[[str, Any], None], budget_bytes: int | None,
+                 planned_bytes: dict[str, int] | None = None):
+        self._load, self._release = load, release
+        self.budget_bytes = budget_bytes
+        self.planned = dict(planned_bytes or {})
+        self.resident: dict[str, Any] = {}
+        self.bytes: dict[str, int] = {}
+        self.stats: dict[str, SlotStats] = {}
+        self.peak_resident_bytes = 0
+        self.events: list[tuple[str, str, int]] = []  # ("load" | "release", slot, resident bytes after)
+
+    @property
+    def resident_bytes(self) -> int:
+        return sum(self.bytes.get(slot, 0) for slot in self.resident)
+
+    def check_fits(self, slots: Sequence[str]) -> None:
+        """Raise ValueError naming every planned slot larger than the whole budget (before any work)."""
+        if self.budget_bytes is None:
+            return
+        big = [f"[{slot}] {self.planned[slot] / 2**30:.1f} GiB" for slot in slots
+               if self.planned.get(slot, 0) > self.budget_bytes]
+        if big:
+            raise ValueError(f"{', '.join(big)} of planned resident memory do(es) not fit the GPU-memory budget of "
+                             f"{self.budget_bytes / 2**30:.1f} GiB even alone; use a GPU with more memory, raise "
+                             "[memory] gpu_memory_gib if the GPU has more, or let the plan offload (sparkle-fast plan)")
+
+    def get(self, slot: str, next_use: Callable[[str], float]) -> Any:
+        if slot in self.resident:
+            return self.resident[slot]
+        need = self.planned.get(slot, 0)
+        if self.budget_bytes is not None:
+            while self.resident and self.resident_bytes + need > self.budget_bytes:
+                victim = max(self.resident, key=lambda s: (next_use(s), s))
+                self.evict(victim)
         started = time.perf_counter()
-        models = load_stage_models(stage, models_source, config)
-        load_seconds = time.perf_counter() - started
-        batched = callable(getattr(stage, "run_batch", None))
-        size = max(1, int(getattr(stage, "batch_size", 1))) if batched else 1
-        done = 0
+        value = self._load(slot)
+        stats = self.stats.setdefault(slot, SlotStats())
+        stats.loads += 1
+        stats.load_seconds += time.perf_counter() - started
+        self.resident[slot] = value
+        self.bytes[slot] = self.planned.get(slot) or adapter_bytes(value)
+        stats.bytes = self.bytes[slot]
+        self.peak_resident_bytes = max(self.peak_resident_bytes, self.resident_bytes)
+        self.events.append(("load", slot, self.resident_bytes))
+        return value
+
+    def evict(self, slot: str) -> None:
+        value = self.resident.pop(slot)
         try:
-            for start in range(0, len(todo), size):
-                group = todo[start:start + size]
-                contexts = [StageContext(layout, config, models,
-                                         {n: (r.record if (r := manifest.result(sample.id, n)) else None)
-                                          for n in range(1, stage.number)}) for sample in group]
-                t0 = time.perf_counter()
-                if batched:
-                    outcomes = self._run_batch(stage, group, contexts, layout)
-                else:
-                    outcomes = [self._run_one(stage, group[0], contexts[0], layout)]
-                seconds = (time.perf_counter() - t0) / len(group)  # a batch's wall time, shared evenly
-                for sample, outcome in zip(group, outcomes, strict=True):
-                    done += 1
-                    timing = dict(outcome.timing)
-                    if done == 1:
-                        timing["model_load"] = load_seconds
-                    manifest.finish(sample.id, stage.number, outcome.status, score=outcome.score,
-                                    reason=outcome.reason, record=outcome.record, seconds=seconds, timing=timing)
-                    self.progress(stage.name, done, len(todo))
+            self._release(slot, value)
         finally:
-            stage.release_models(models)
             _release_gpu_memory()
+            self.events.append(("release", slot, self.resident_bytes))
 
-    def _run_one(self, stage: Stage, sample: Sample, context: StageContext, layout: SparkleLayout) -> StageOutcome:
-        from sparkle_fast.ops._dispatch import record_backends
-
-        with record_backends() as used:
-            try:
-                outcome = stage.run(sample, context)
-            except Exception as exc:  # one bad sample never stops the run
-                if is_disk_full(exc):  # ... but a full disk stops them all: nothing recorded, no attempt used
-                    raise disk_full_error(exc, layout.root, f"{stage.name} wrote sample {sample.id}") from exc
-                outcome = StageOutcome.failed(f"{type(exc).__name__}: {exc}")
-                traceback.print_exc()  # the full trace for the log; the manifest keeps the message
-                _release_gpu_memory()  # after an out-of-memory error, give the cache back before going on
-        return _with_backends(outcome, used)
-
-    def _run_batch(self, stage: Stage, group: list[Sample], contexts: list[StageContext],
-                   layout: SparkleLayout) -> list[StageOutcome]:
-        try:
-            outcomes = list(stage.run_batch(group, contexts))
-            if len(outcomes) != len(group):
-                raise RuntimeError(f"{stage.name}.run_batch returned {len(outcomes)} outcomes for {len(group)} "
-                                   "samples")
-        except Exception as exc:
-            if is_disk_full(exc):
-                raise disk_full_error(exc, layout.root, f"{stage.name} wrote a batch of samples") from exc
-            traceback.print_exc()
-            _release_gpu_memory()
-            outcomes = None
-        if outcomes is None:  # the batch failed as a whole: each sample alone, so a bad one fails only itself
-            return [self._run_one(stage, sample, context, layout)
-                    for sample, context in zip(group, contexts, strict=True)]
-        return outcomes  # a batch's log mixes its samples: run_batch records each sample's own "backends"
+    def release_all(self) -> None:
+        for slot in list(self.resident):
+            self.evict(slot)
 
 
 def load_stage_models(stage: Stage, models_source: Any, config: Any) -> Any:
@@ -179,23 +221,414 @@ def load_stage_models(stage: Stage, models_source: Any, config: Any) -> Any:
     use_settings(getattr(config, "vlm", None))
     models = stage.load_models(models_source)
     for adapter in (models.values() if isinstance(models, dict) else ()):
-        if hasattr(adapter, "use_run_config"):
-            adapter.use_run_config(config)
+        configure_adapter(adapter, config)
     return models
+
+
+def configure_adapter(adapter: Any, config: Any, slot: str | None = None) -> None:
+    """The run's settings on a loaded adapter: use_run_config(config) where it has one, and the slot's [batch] size
+    as its `batch_size` (rows per generate / forward call)."""
+    if hasattr(adapter, "use_run_config"):
+        adapter.use_run_config(config)
+    batch = getattr(config, "batch", None)
+    if slot is not None and batch is not None and hasattr(batch, slot) and hasattr(adapter, "__dict__"):
+        adapter.batch_size = int(getattr(batch, slot))
+
+
+def load_slot_model(slot: str, models_source: Any, config: Any) -> Any:
+    """One model slot's adapter with the run's settings (see load_stage_models)."""
+    from sparkle_fast.models.vlm_backends import use_settings
+    from sparkle_fast.stages.slot_loaders import load_slot
+
+    use_settings(getattr(config, "vlm", None))
+    adapter = load_slot(slot, models_source)
+    configure_adapter(adapter, config, slot)
+    return adapter
+
+
+# --- the local runner ---------------------------------------------------------------------------------------------
+
+@dataclass
+class StepStats:
+    """What summary.json reports per step for this run."""
+
+    stage: int
+    step: str
+    slot: str | None
+    calls: int = 0
+    items: int = 0
+    seconds: float = 0.0
+    outcomes: dict[str, int] = field(default_factory=lambda: {"next": 0, "done": 0, "rejected": 0, "failed": 0})
+    peak_gpu_bytes: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "step": self.step, "slot": self.slot, "calls": self.calls, "items": self.items,
+                "mean_batch": round(self.items / self.calls, 3) if self.calls else 0.0,
+                "seconds": round(self.seconds, 3), "outcomes": dict(self.outcomes),
+                "peak_gpu_bytes": self.peak_gpu_bytes}
+
+
+@dataclass
+class _Position:
+    """Where a sample stands in this run: the index of its step in the run's step list and the stage's state."""
+
+    index: int
+    state: dict
+    timing: dict[str, float]  # the stage's seconds so far, summed over its finished steps
+    seconds: float
+
+
+class LocalRunner:
+    """Model-major step scheduling in this process (one GPU); see the module docstring."""
+
+    def __init__(self, chunk_size: int, max_attempts: int, progress: Callable[[str, int, int], None] | None = None,
+                 shard: tuple[int, int] = (0, 1), only: set[str] | None = None, *,
+                 budget_bytes: int | None = None, planned_bytes: dict[str, int] | None = None,
+                 batch_sizes: dict[str, int] | None = None):
+        """shard (k, n): only every n-th sample id from the k-th (sorted order); see driver/workers.py.
+        only: run these sample ids and leave the manifest's others alone (`sparkle-fast run --limit`).
+        budget_bytes / planned_bytes: the GPU-memory budget and the slots' planned bytes (default: from the run
+        config's [memory] and, for a --models folder, the plan). batch_sizes: slot -> items per call (default: the
+        run config's [batch])."""
+        self.chunk_size = chunk_size
+        self.max_attempts = max_attempts
+        self.progress = progress or (lambda label, done, total: None)
+        self.shard = shard
+        self.only = only
+        self.budget_bytes = budget_bytes
+        self.planned_bytes = planned_bytes
+        self.batch_sizes = batch_sizes
+        self.step_stats: dict[tuple[int, int], StepStats] = {}
+        self.cache: SlotCache | None = None
+
+    # -- summary ---------------------------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        """Per step and per slot figures of this run (summary.json "steps" / "slots")."""
+        cache = self.cache
+        return {"steps": [s.to_dict() for _, s in sorted(self.step_stats.items())],
+                "slots": {slot: {"loads": st.loads, "load_seconds": round(st.load_seconds, 3), "bytes": st.bytes}
+                          for slot, st in sorted((cache.stats if cache else {}).items())},
+                "budget_bytes": cache.budget_bytes if cache else None,
+                "peak_resident_bytes": cache.peak_resident_bytes if cache else 0}
+
+    # -- run -------------------------------------------------------------------------------------------------------
+    def run(self, stages: Sequence[Stage], manifest: Manifest, layout: SparkleLayout, config: Any,
+            models_source: Any) -> None:
+        steps = [step for stage in sorted(stages, key=lambda s: s.number) for step in stage_steps(stage)]
+        self._stage_numbers = [step.key[0] for step in steps]
+        self.cache = cache = self._slot_cache(steps, config, models_source)
+        self._lazy = {}
+        if any(stage.number == 5 and callable(getattr(stage, "steps", None)) for stage in stages):
+            from sparkle_fast.stages.slot_loaders import load_slot
+
+            self._lazy["lineart"] = load_slot("lineart", models_source)  # loads on first use only
+            configure_adapter(self._lazy["lineart"], config)
+        cache.check_fits(sorted({s.slot for s in steps if s.slot is not None}))
+        samples = {row.id: Sample(row.id, row.theme, row.src_video, row.prompt) for row in manifest.samples()}
+        shard, shards = self.shard
+        chosen = list(samples) if self.only is None else sorted(set(samples) & self.only)
+        order = sorted(shard_of(chosen, shard, shards))
+        try:
+            for start in range(0, len(order), self.chunk_size):
+                chunk = order[start:start + self.chunk_size]
+                try:
+                    self._run_chunk(chunk, steps, samples, manifest, layout, config, cache)
+                except sqlite3.OperationalError as exc:  # the manifest itself could not be written
+                    if is_disk_full(exc):
+                        raise disk_full_error(exc, layout.root, "recording step results") from exc
+                    raise
+        finally:
+            cache.release_all()
+            for lazy in self._lazy.values():
+                lazy.release()
+
+    def _slot_cache(self, steps: list[_RunStep], config: Any, models_source: Any) -> SlotCache:
+        def load(slot: str) -> Any:
+            if slot.startswith("stage:"):
+                stage = next(s.stage for s in steps if s.slot == slot)
+                return load_stage_models(stage, models_source, config)
+            return load_slot_model(slot, models_source, config)
+
+        def release(slot: str, value: Any) -> None:
+            if slot.startswith("stage:"):
+                next(s.stage for s in steps if s.slot == slot).release_models(value)
+            elif hasattr(value, "release"):
+                value.release()
+
+        budget, planned = self.budget_bytes, self.planned_bytes
+        if budget is None and planned is None:
+            budget, planned = memory_plan(config, models_source, [s.slot for s in steps if s.slot])
+        return SlotCache(load, release, budget, planned)
+
+    def _positions(self, chunk: list[str], steps: list[_RunStep], manifest: Manifest) -> dict[str, _Position]:
+        """Each sample's first unfinished step in this run (none: finished, rejected, out of attempts, or waiting
+        on a stage this run does not include)."""
+        positions = {}
+        first_of = {}
+        for i, step in enumerate(steps):
+            first_of.setdefault(step.key[0], i)
+        numbers = sorted(first_of)
+        for sid in chunk:
+            for number in numbers:
+                result = manifest.result(sid, number)
+                if result is not None and result.status == "done":
+                    continue
+                if result is not None and (result.status == "rejected" or result.attempts >= self.max_attempts):
+                    break
+                previous_done = number == 1 or (
+                    (r := manifest.result(sid, number - 1)) is not None and r.status == "done")
+                if not previous_done:
+                    break
+                finished = manifest.finished_steps(sid, number)
+                index, state, timing, seconds = first_of[number], {}, {}, 0.0
+                while index < len(steps) and steps[index].key[0] == number and steps[index].name in finished \
+                        and not steps[index].last:
+                    row = finished[steps[index].name]
+                    state = row["state"]
+                    for k, v in (row["timing"] or {}).items():
+                        timing[k] = timing.get(k, 0.0) + v
+                    seconds += row["seconds"] or 0.0
+                    index += 1
+                positions[sid] = _Position(index, state, timing, seconds)
+                break
+        return positions
+
+    def _run_chunk(self, chunk: list[str], steps: list[_RunStep], samples: dict[str, Sample], manifest: Manifest,
+                   layout: SparkleLayout, config: Any, cache: SlotCache) -> None:
+        positions = self._positions(chunk, steps, manifest)
+        reached: dict[int, int] = {}  # step index -> samples of the chunk that reached it (the progress totals)
+        finished: dict[int, int] = {}
+        for position in positions.values():
+            reached[position.index] = reached.get(position.index, 0) + 1
+        while positions:
+            waiting: dict[int, list[str]] = {}
+            for sid in sorted(positions):
+                waiting.setdefault(positions[sid].index, []).append(sid)
+            index = self._choose(waiting, steps, cache)
+            step = steps[index]
+            load_seconds, models = 0.0, None
+            if step.slot is not None:
+                before = cache.stats[step.slot].load_seconds if step.slot in cache.stats else 0.0
+                models = cache.get(step.slot, functools.partial(_next_use, current=index, waiting=waiting, steps=steps))
+                load_seconds = cache.stats[step.slot].load_seconds - before
+            if step.run is not None:  # a stepped stage sees every resident slot by name (and the lazy ones)
+                models = self._resident_models(cache)
+            slot = None if step.slot is None or step.slot.startswith("stage:") else step.slot
+            stats = self.step_stats.setdefault(step.key, StepStats(step.key[0], step.name, slot))
+            todo, size = waiting[index], self._batch_size(step, config)
+            for start in range(0, len(todo), size):
+                group = todo[start:start + size]
+                self._run_group(step, group, samples, positions, models, manifest, layout, config, stats,
+                                load_seconds if start == 0 else 0.0)
+                finished[index] = finished.get(index, 0) + len(group)
+                for sid in group:  # samples handed on to a later step count towards its total
+                    if sid in positions:
+                        reached[positions[sid].index] = reached.get(positions[sid].index, 0) + 1
+                self.progress(f"{step.stage.name}/{step.name}", finished[index], max(reached[index], finished[index]))
+
+    def _resident_models(self, cache: SlotCache) -> dict:
+        """The resident slots by name, plus the lazily loaded ones (stage 5's line-art detector)."""
+        models = {slot: value for slot, value in cache.resident.items() if not slot.startswith("stage:")}
+        return {**self._lazy, **models}
+
+    def _choose(self, waiting: dict[int, list[str]], steps: list[_RunStep], cache: SlotCache) -> int:
+        """The step to run next: the earliest with waiting samples whose slot is resident or that needs none;
+        otherwise the earliest with waiting samples."""
+        for index in sorted(waiting):
+            slot = steps[index].slot
+            if slot is None or slot in cache.resident:
+                return index
+        return min(waiting)
+
+    def _batch_size(self, step: _RunStep, config: Any) -> int:
+        if step.run is None:  # a stage without steps: its run_batch size, as before steps
+            return max(1, int(getattr(step.stage, "batch_size", 1))) \
+                if callable(getattr(step.stage, "run_batch", None)) else 1
+        sizes = self.batch_sizes
+        if sizes is None:
+            batch = getattr(config, "batch", None)
+            sizes = {} if batch is None else {k: int(v) for k, v in vars(batch).items()}
+        key = step.slot if step.slot is not None else "camera"
+        return max(1, int(sizes.get(key, getattr(step.stage, "batch_size", 1))))
+
+    def _run_group(self, step: _RunStep, group: list[str], samples: dict[str, Sample],
+                   positions: dict[str, _Position], models: Any, manifest: Manifest, layout: SparkleLayout,
+                   config: Any, stats: StepStats, load_seconds: float) -> None:
+        from sparkle_fast.stages.steps import StepItem, finish_outcome
+
+        stage = step.stage
+        contexts = [StageContext(layout, config, models, {n: (r.record if (r := manifest.result(sid, n)) else None)
+                                                          for n in range(1, stage.number)}) for sid in group]
+        started = time.perf_counter()
+        peak = _reset_peak()
+        if step.run is None:
+            outcomes: list[StageOutcome | None] = run_group(stage, [samples[s] for s in group], contexts, layout)
+            items = None
+        else:
+            items = [StepItem(samples[sid], context, dict(positions[sid].state)) for sid, context in
+                     zip(group, contexts, strict=True)]
+            outcomes = self._call_step(step, items, layout)
+        seconds = (time.perf_counter() - started) / len(group)
+        stats.calls += 1
+        stats.items += len(group)
+        stats.seconds += seconds * len(group)
+        if peak:
+            stats.peak_gpu_bytes = max(stats.peak_gpu_bytes or 0, _peak_bytes())
+        for k, sid in enumerate(group):
+            position, outcome = positions[sid], outcomes[k]
+            timing = dict(position.timing)
+            if items is not None:
+                for key, value in items[k].timer.as_dict().items():
+                    timing[key] = timing.get(key, 0.0) + value
+            if k == 0 and load_seconds:
+                timing["model_load"] = timing.get("model_load", 0.0) + load_seconds
+            if step.run is None and outcome is not None:
+                timing.update(outcome.timing)
+            if outcome is None and not step.last:
+                manifest.finish_step(sid, stage.number, step.name, items[k].state, seconds=seconds,
+                                     timing=items[k].timer.as_dict())
+                positions[sid] = _Position(position.index + 1, items[k].state, timing, position.seconds + seconds)
+                stats.outcomes["next"] += 1
+                continue
+            if outcome is None:
+                outcome = items[k].done()
+            if items is not None:
+                outcome = finish_outcome(items[k], outcome)
+            manifest.finish(sid, stage.number, outcome.status, score=outcome.score, reason=outcome.reason,
+                            record=outcome.record, seconds=position.seconds + seconds, timing=timing)
+            stats.outcomes[outcome.status] += 1
+            following = position.index + 1  # a kept sample goes on to the next stage's first step in this run
+            if outcome.status == "done" and following < len(self._stage_numbers) and \
+                    self._stage_numbers[following] == stage.number + 1:
+                positions[sid] = _Position(following, {}, {}, 0.0)
+            else:
+                del positions[sid]
+
+    def _call_step(self, step: _RunStep, items: list, layout: SparkleLayout) -> list[StageOutcome | None]:
+        """The step over the batch; if the batch raises, each item alone, so a bad sample fails only itself."""
+        from sparkle_fast.stages.common import StageTimer
+
+        states = [copy.deepcopy(item.state) for item in items]
+        try:
+            outcomes = list(step.run(items))
+            if len(outcomes) != len(items):
+                raise RuntimeError(f"step {step.name} returned {len(outcomes)} outcomes for {len(items)} samples")
+            return outcomes
+        except Exception as exc:  # noqa: BLE001
+            if is_disk_full(exc):
+                raise disk_full_error(exc, layout.root, f"{step.name} wrote a batch of samples") from exc
+            if len(items) == 1:
+                traceback.print_exc()  # the full trace for the log; the manifest keeps the message
+                _release_gpu_memory()  # after an out-of-memory error, give the cache back before going on
+                return [items[0].fail(f"{type(exc).__name__}: {exc}")]
+        traceback.print_exc()
+        _release_gpu_memory()
+        results = []
+        for item, state in zip(items, states, strict=True):
+            item.state, item.timer = state, StageTimer()  # the failed batch may have half-written them
+            results.append(self._call_step(step, [item], layout)[0])
+        return results
+
+
+def _next_use(slot: str, current: int, waiting: dict[int, list[str]], steps: list[_RunStep]) -> float:
+    """The index of the next step that needs `slot`: among the steps with waiting samples, or ahead of the current
+    one in pipeline order (samples move forward); inf when none does (released first)."""
+    ahead = [i for i in range(current, len(steps)) if steps[i].slot == slot]
+    pending = [i for i in waiting if steps[i].slot == slot]
+    return float(min(ahead + pending, default=float("inf")))
+
+
+def _reset_peak() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    if not torch.cuda.is_available():
+        return False
+    torch.cuda.reset_peak_memory_stats()
+    return True
+
+
+def _peak_bytes() -> int:
+    import torch
+
+    return int(torch.cuda.max_memory_allocated())
+
+
+def memory_plan(config: Any, models_source: Any, slots: Sequence[str]) -> tuple[int | None, dict[str, int]]:
+    """(budget bytes or None, slot -> planned resident bytes) for a run: the budget is [memory] gpu_memory_gib, else
+    the GPU's memory less the plan's reserve when torch sees a GPU, else unbounded (a CPU run); the bytes come from
+    the plan (driver/plan.py: safetensors headers, the mode each slot needs) for a --models folder, and are measured
+    after loading for the tiny models."""
+    from .plan import GIB, RESERVE_FRACTION
+
+    memory = getattr(config, "memory", None)
+    gib = float(getattr(memory, "gpu_memory_gib", 0.0) or 0.0)
+    budget = None
+    if gib > 0:
+        budget = int(gib * GIB * (1 - RESERVE_FRACTION))
+    else:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                budget = int(torch.cuda.get_device_properties(0).total_memory * (1 - RESERVE_FRACTION))
+        except ImportError:
+            pass
+    planned: dict[str, int] = {}
+    if not (isinstance(models_source, str) and models_source == "tiny") and models_source is not None:
+        from .plan import make_plan
+
+        model_slots = tuple(sorted({s for s in slots if not s.startswith("stage:")}))
+        if model_slots:
+            try:
+                plan = make_plan(models_source, gpu=getattr(memory, "plan_gpu", "") or None,
+                                 gpu_memory_gib=(budget / GIB / (1 - RESERVE_FRACTION)) if budget else None,
+                                 slots=model_slots)
+            except Exception:  # noqa: BLE001 - a folder the plan cannot size is measured after loading instead
+                traceback.print_exc()
+                return budget, planned
+            for slot, slot_plan in plan.slots.items():
+                if slot_plan.mode is not None:
+                    planned[slot] = slot_plan.resident_bytes + slot_plan.working_bytes_per_item * max(
+                        slot_plan.batch_size, 1)
+                elif budget is not None:
+                    planned[slot] = slot_plan.weight_bytes  # fits in no mode: check_fits names it
+    return budget, planned
 
 
 def run_group(stage: Stage, group: list[Sample], contexts: list[StageContext],
               layout: SparkleLayout) -> list[StageOutcome]:
-    """One call's samples through a stage exactly as LocalRunner runs them (run_batch when the stage has it, each
-    sample alone otherwise or when the batch fails); for other runners (driver/ray_runner.py)."""
-    runner = LocalRunner(chunk_size=1, max_attempts=1)
+    """One call's samples through a whole stage (run_batch when the stage has it, each sample alone otherwise or
+    when the batch fails), each op's implementation recorded for one-sample calls; for runners that schedule whole
+    stages (driver/ray_runner.py) and stages without steps."""
     if callable(getattr(stage, "run_batch", None)):
-        return runner._run_batch(stage, group, contexts, layout)
-    return [runner._run_one(stage, sample, context, layout) for sample, context in zip(group, contexts, strict=True)]
+        try:
+            outcomes = list(stage.run_batch(group, contexts))
+            if len(outcomes) != len(group):
+                raise RuntimeError(f"{stage.name}.run_batch returned {len(outcomes)} outcomes for {len(group)} "
+                                   "samples")
+            return outcomes
+        except Exception as exc:  # noqa: BLE001
+            if is_disk_full(exc):
+                raise disk_full_error(exc, layout.root, f"{stage.name} wrote a batch of samples") from exc
+            traceback.print_exc()
+            _release_gpu_memory()
+    return [_run_one(stage, sample, context, layout) for sample, context in zip(group, contexts, strict=True)]
 
 
-def _with_backends(outcome: StageOutcome, used: dict[str, str]) -> StageOutcome:
-    """The outcome with record["backends"] = the ops' implementations reached during its call (none: unchanged)."""
-    if used:
-        outcome.record = {**(outcome.record or {}), "backends": dict(sorted(used.items()))}
+def _run_one(stage: Stage, sample: Sample, context: StageContext, layout: SparkleLayout) -> StageOutcome:
+    from sparkle_fast.ops._dispatch import record_backends
+
+    with record_backends() as used:
+        try:
+            outcome = stage.run(sample, context)
+        except Exception as exc:  # one bad sample never stops the run
+            if is_disk_full(exc):  # ... but a full disk stops them all: nothing recorded, no attempt used
+                raise disk_full_error(exc, layout.root, f"{stage.name} wrote sample {sample.id}") from exc
+            outcome = StageOutcome.failed(f"{type(exc).__name__}: {exc}")
+            traceback.print_exc()  # the full trace for the log; the manifest keeps the message
+            _release_gpu_memory()  # after an out-of-memory error, give the cache back before going on
+    if used and isinstance(outcome.record, dict) and "backends" not in outcome.record:
+        outcome.record = {**outcome.record, "backends": dict(sorted(used.items()))}
     return outcome

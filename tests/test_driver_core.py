@@ -174,7 +174,10 @@ def test_local_runner_chunks_stages_and_survives_errors(tmp_path):
               ScriptedStage(3, {}, log)]
     with Manifest(tmp_path / "m.sqlite") as manifest:
         manifest.add_samples(_samples(5))
-        LocalRunner(chunk_size=3, max_attempts=2).run(stages, manifest, layout.SparkleLayout(tmp_path), None, None)
+        # A budget with room for one stage's models at a time: each chunk loads each stage's models once.
+        one_at_a_time = {f"stage:stage{n}": 1 for n in (1, 2, 3)}
+        LocalRunner(chunk_size=3, max_attempts=2, budget_bytes=1, planned_bytes=one_at_a_time).run(
+            stages, manifest, layout.SparkleLayout(tmp_path), None, None)
         assert [r.sample_id for r in manifest.results(3, "done")] == [ids[0], ids[3], ids[4]]
         assert manifest.result(ids[1], 1).status == "rejected" and manifest.result(ids[1], 2) is None
         failed = manifest.result(ids[2], 2)
@@ -182,11 +185,14 @@ def test_local_runner_chunks_stages_and_survives_errors(tmp_path):
         # Models are loaded once per stage per chunk and always released: 2 chunks x 3 stages.
         assert [e for e in log if e[0] == "load"] == [("load", 1), ("load", 2), ("load", 3)] * 2
         assert log.count(("release", 2)) == 2
-        # A second run retries only the failed stage of the failed sample (which now succeeds).
+        # A second run retries only the failed stage of the failed sample (which now succeeds). Without a budget the
+        # models stay loaded across chunks: each loads once in the run and is released at its end.
         stages[1].decisions = {}
         log.clear()
         LocalRunner(chunk_size=3, max_attempts=2).run(stages, manifest, layout.SparkleLayout(tmp_path), None, None)
         assert [e for e in log if isinstance(e[0], int)] == [(2, ids[2]), (3, ids[2])]
+        assert [e for e in log if e[0] == "load"] == [("load", 2), ("load", 3)]
+        assert log.count(("release", 2)) == log.count(("release", 3)) == 1
         assert manifest.result(ids[2], 2).attempts == 2
 
 

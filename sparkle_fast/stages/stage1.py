@@ -13,19 +13,21 @@
 
 An unreadable video is rejected with the reader's reason (it will not become readable on a retry).
 
-Batches: the runner calls run_batch with up to `batch_size` samples; their clips are decoded onto the stage's device
-(sparkle_fast.stages.common.stage_device) and the coarse filter analyses all of them in one camera.analyze_many call
-(each launch batches every pair of every clip; a clip's verdict does not depend on its batch). run() is a batch of one.
+Steps: camera_filter [kernels] (read + coarse, batched: the clips of a batch are decoded onto the stage's device,
+sparkle_fast.stages.common.stage_device, and analysed in one camera.analyze_many call; a clip's verdict does not
+depend on its batch) then camera_verdict [vlm] (fine + writes; the clip is read again, so the step needs nothing
+but the manifest's state to resume).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
-from sparkle_fast.stages.base import Sample, StageContext, StageOutcome
-from sparkle_fast.stages.common import StageTimer, finite, load_slot_models, release_slot_models, stage_device
+from sparkle_fast.stages.common import finite, stage_device
+from sparkle_fast.stages.steps import Step, StepItem, SteppedStage, call_many, share_seconds
 
 
 def clip_spec(config):
@@ -35,109 +37,114 @@ def clip_spec(config):
                     size=(config.clip.height, config.clip.width))
 
 
-class CollectStage:
+def camera_filter(items: list[StepItem]) -> list:
+    """The coarse filter over the batch: each clip decoded onto the stage's device, all analysed in one
+    camera.analyze_many call (each launch batches every pair of every clip; a clip's verdict does not depend on its
+    batch). Expected failures (an unreadable video, an analysis that raised for one clip) are that sample's outcome."""
+    from sparkle_fast.video import VideoError, sample_indices
+
+    device = stage_device()
+    outcomes: list = [None] * len(items)
+    clips: list[Any] = [None] * len(items)
+    for i, item in enumerate(items):
+        config = item.context.config
+        with item.timer.io():
+            try:
+                frames, indices, plan = _read_clip(item.sample.src_video, config, device)
+            except VideoError as exc:
+                outcomes[i] = item.reject(f"unreadable video: {exc}")
+                continue
+        n_frames, height, width = (int(d) for d in frames.shape[:3])
+        if n_frames < 2:
+            outcomes[i] = item.reject(f"clip has {n_frames} frame(s) at {config.clip.fps} fps; need at least 5 "
+                                      "(4k+1)")
+            continue
+        item.state.update(frames=n_frames, height=height, width=width, fps=config.clip.fps,
+                          source_indices=[int(k) for k in np.asarray(indices)], aspect=plan.to_dict())
+        clips[i] = frames
+    live = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    if not live:
+        return outcomes
+    config = items[live[0]].context.config
+    sampled = []
+    for i in live:
+        picked = sample_indices(len(clips[i]), config.clip.fps, config.bait.anchor_fps)
+        sampled.append(clips[i][_index(picked, clips[i].device)])
+        clips[i] = None  # the decoded clips are released once sampled; camera_verdict reads the clip again
+    from sparkle_fast.ops._dispatch import record_backends
+
+    with record_backends() as used:
+        motions, seconds = _analyze(sampled, _thresholds(config), device)
+    for i, motion in zip(live, motions, strict=True):
+        item = items[i]
+        item.timer.add("kernel", seconds / len(live))
+        if used:
+            item.state["backends"] = _clip_backends(used, motion)
+        outcomes[i] = _coarse_decision(item, motion)
+    return outcomes
+
+
+
+
+def _coarse_decision(item: StepItem, motion: Any):
+    """None (go on to the VLM) for a clip the rule calls static; else the sample's rejection or failure."""
+    config = item.context.config
+    if isinstance(motion, Exception):
+        return item.fail(f"camera filter: {type(motion).__name__}: {motion}")
+    thresholds = _thresholds(config)
+    item.state["camera"] = finite(motion.to_dict())
+    item.state["camera_thresholds"] = {"threshold_px": thresholds.threshold_px,
+                                       "pair_threshold_px": thresholds.pair_threshold_px}
+    if motion.static is None:
+        return item.reject(f"camera motion undecidable: {motion.reason}")
+    if not motion.static:
+        return item.reject(motion.reason or f"camera moves: corners move up to {motion.max_displacement_px:.1f} px "
+                           f"(threshold {thresholds.threshold_px:.2f} px over the clip, "
+                           f"{thresholds.pair_threshold_px:.2f} px between sampled frames)")
+    return None
+
+
+def camera_verdict(items: list[StepItem]) -> list:
+    """The fine filter: Qwen3-VL's verdict on each clip the rule kept (read again, on the host: the VLM's processor
+    and the encoder read host memory); kept clips are written as source_video and source_frame0."""
+    from sparkle_fast.video import write_image, write_video
+
+    outcomes: list = [None] * len(items)
+    hosts = []
+    for item in items:
+        with item.timer.io():
+            frames, _, _ = _read_clip(item.sample.src_video, item.context.config, stage_device())
+            hosts.append(frames.cpu().numpy())  # decoded as camera_filter decoded it, so the same pixels
+    fps = items[0].context.config.clip.fps
+    started = time.perf_counter()
+    verdicts = call_many(items[0].context.models["vlm"], "camera_motion_verdict", hosts, fps=fps)
+    share_seconds(items, "model", started)
+    for i, (item, verdict, host) in enumerate(zip(items, verdicts, hosts, strict=True)):
+        if not verdict.ok:
+            outcomes[i] = item.fail(f"camera-motion verdict: {verdict.reason}")
+            continue
+        item.state["vlm_verdict"] = verdict.value
+        if verdict.value["camera_moving"]:
+            outcomes[i] = item.reject(f"VLM says the camera moves: {verdict.value['reasoning']!r}")
+            continue
+        layout = item.context.layout
+        with item.timer.io():
+            write_video(layout.artifact(item.sample.theme, "source_video", item.sample.id), host, fps=fps)
+            write_image(layout.artifact(item.sample.theme, "source_frame0", item.sample.id), host[0])
+        outcomes[i] = item.done()
+    return outcomes
+
+
+class CollectStage(SteppedStage):
     number = 1
     name = "collect"
     model_slots = ("vlm",)
-    # Samples per run_batch call: their camera analysis shares every launch, and their decoded clips are held until
-    # the batch is done (16 Sparkle clips: 3.6 GB of uint8 frames).
+    # Samples per camera_filter call: their camera analysis shares every launch, and their decoded clips are held
+    # until the batch is analysed (16 Sparkle clips: 3.6 GB of uint8 frames).
     batch_size = 16
 
-    def load_models(self, models_source: Any) -> dict:
-        from sparkle_fast.models.vlm import Qwen3VLAdapter
-
-        return load_slot_models(models_source, {"vlm": (Qwen3VLAdapter.tiny, Qwen3VLAdapter.from_pretrained)})
-
-    def release_models(self, models: Any) -> None:
-        release_slot_models(models)
-
-    def run(self, sample: Sample, context: StageContext) -> StageOutcome:
-        (outcome,) = self.run_batch([sample], [context])
-        return outcome
-
-    def run_batch(self, samples: list[Sample], contexts: list[StageContext]) -> list[StageOutcome]:
-        """One outcome per sample, in order. Expected failures (an unreadable video, a verdict that cannot be
-        parsed, a camera analysis that raised for one clip) are that sample's outcome."""
-        from sparkle_fast.video import VideoError, sample_indices
-
-        if len(samples) != len(contexts):
-            raise ValueError(f"run_batch: {len(samples)} samples but {len(contexts)} contexts")
-        device = stage_device()
-        timers = [StageTimer() for _ in samples]
-        outcomes: list[StageOutcome | None] = [None] * len(samples)
-        records: list[dict[str, Any]] = [{} for _ in samples]
-        clips: list[Any] = [None] * len(samples)
-        for i, (sample, context) in enumerate(zip(samples, contexts, strict=True)):
-            config = context.config
-            with timers[i].io():
-                try:
-                    frames, indices, plan = _read_clip(sample.src_video, config, device)
-                except VideoError as exc:
-                    outcomes[i] = _rejected(f"unreadable video: {exc}", timers[i])
-                    continue
-            n_frames, height, width = (int(d) for d in frames.shape[:3])
-            if n_frames < 2:
-                outcomes[i] = _rejected(f"clip has {n_frames} frame(s) at {config.clip.fps} fps; need at least 5 "
-                                        "(4k+1)", timers[i])
-                continue
-            records[i] = {"frames": n_frames, "height": height, "width": width, "fps": config.clip.fps,
-                          "source_indices": [int(k) for k in np.asarray(indices)], "aspect": plan.to_dict()}
-            clips[i] = frames
-
-        live = [i for i, outcome in enumerate(outcomes) if outcome is None]
-        if live:
-            config = contexts[live[0]].config
-            sampled = []
-            for i in live:
-                picked = sample_indices(len(clips[i]), config.clip.fps, config.bait.anchor_fps)
-                sampled.append(clips[i][_index(picked, clips[i].device)])
-            from sparkle_fast.ops._dispatch import record_backends
-
-            with record_backends() as used:
-                motions, seconds = _analyze(sampled, _thresholds(config), device)
-            for i, motion in zip(live, motions, strict=True):
-                timers[i].add("kernel", seconds / len(live))
-                outcomes[i] = self._finish(samples[i], contexts[i], clips[i], motion, records[i], timers[i])
-                if used and isinstance(outcomes[i].record, dict):
-                    outcomes[i].record["backends"] = _clip_backends(used, motion)
-                clips[i] = None  # the batch's clips are released as their samples finish
-        return outcomes  # type: ignore[return-value]
-
-    def _finish(self, sample: Sample, context: StageContext, frames: Any, motion: Any, record: dict,
-                timer: StageTimer) -> StageOutcome:
-        """The rest of one sample after the batch's camera analysis: the rule, the VLM verdict, the writes."""
-        from sparkle_fast.video import write_image, write_video
-
-        config = context.config
-        if isinstance(motion, Exception):
-            return StageOutcome("failed", f"camera filter: {type(motion).__name__}: {motion}", None, record,
-                                timer.as_dict())
-        thresholds = _thresholds(config)
-        record["camera"] = finite(motion.to_dict())
-        record["camera_thresholds"] = {"threshold_px": thresholds.threshold_px,
-                                       "pair_threshold_px": thresholds.pair_threshold_px}
-        if motion.static is None:
-            return _rejected(f"camera motion undecidable: {motion.reason}", timer, record)
-        if not motion.static:
-            return _rejected(motion.reason or f"camera moves: corners move up to {motion.max_displacement_px:.1f} px "
-                             f"(threshold {thresholds.threshold_px:.2f} px over the clip, "
-                             f"{thresholds.pair_threshold_px:.2f} px between sampled frames)", timer, record)
-
-        with timer.io():
-            host = frames.cpu().numpy()  # the VLM's processor and the encoder read host memory
-        with timer.model():
-            verdict = context.models["vlm"].camera_motion_verdict(host, fps=config.clip.fps)
-        if not verdict.ok:
-            return StageOutcome("failed", f"camera-motion verdict: {verdict.reason}", None, record, timer.as_dict())
-        record["vlm_verdict"] = verdict.value
-        if verdict.value["camera_moving"]:
-            return _rejected(f"VLM says the camera moves: {verdict.value['reasoning']!r}", timer, record)
-
-        layout = context.layout
-        with timer.io():
-            write_video(layout.artifact(sample.theme, "source_video", sample.id), host, fps=config.clip.fps)
-            write_image(layout.artifact(sample.theme, "source_frame0", sample.id), host[0])
-        return StageOutcome.done(record, None, **timer.as_dict())
+    def steps(self) -> list[Step]:
+        return [Step(1, "camera_filter", None, camera_filter), Step(1, "camera_verdict", "vlm", camera_verdict)]
 
 
 STILL_POINTS_OPS = ("rgb_to_gray", "select_points", "track_points")  # camera.py steps 1-3
@@ -214,5 +221,3 @@ def _analyze(clips: list, thresholds, device) -> tuple[list, float]:
     return results, time.perf_counter() - started
 
 
-def _rejected(reason: str, timer: StageTimer, record: dict | None = None) -> StageOutcome:
-    return StageOutcome("rejected", reason, None, record, timer.as_dict())
