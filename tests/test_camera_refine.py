@@ -247,3 +247,83 @@ def test_rival_hypothesis_recovers_a_background_step5_took_for_the_subject(monke
     no_rival = lambda direct, subject, th: np.full((len(subject), 3, 3), np.nan)  # noqa: E731
     monkeypatch.setattr(camera, "_rival_homographies", no_rival)
     assert worst() > 3.0
+
+
+def _fit_problem(seed=0, rows=24, points=150):
+    """Noisy correspondences under a mix of camera paths, with masks from empty to full (and rows of 3-5 points)."""
+    rng = np.random.default_rng(seed)
+    size = (288, 384)
+    src = np.stack([rng.uniform(0, size[1], (rows, points)), rng.uniform(0, size[0], (rows, points))], axis=-1)
+    motions = ["zoom", "turn", "combo", "rotate", "pan", "shake"]
+    truth = np.concatenate([camera_path(m, rows // len(motions) + 1, size, 2.0, rng)[1:] for m in motions])
+    dst = apply_homographies(truth, src) + rng.normal(0, 0.1, src.shape)
+    mask = rng.random((rows, points)) < 0.6
+    mask[0], mask[1, 3:], mask[2, 4:], mask[3, 5:], mask[4] = False, False, False, False, True
+    mask[1, :3], mask[2, :4], mask[3, :5] = True, True, True  # 3, 4 and 5 points
+    return src, dst, mask
+
+
+def test_refit_and_affine_twins_equal_numpy():
+    """The refinement's torch fits (run on the frames' device) against the numpy definitions: the same rows fail, the
+    fits map points within 1e-9 px (the DLT's null vector comes from inverse iteration there, from eigh here), an
+    exact 4-point fit (a singular normal matrix) included."""
+    from sparkle_fast.camera_refine import fit_affine_torch, refit_homographies_torch
+    from sparkle_fast.ops.homography import refit_homographies
+
+    src, dst, mask = _fit_problem()
+    dst[2] = apply_homographies(np.array([[[1.01, 0.02, 3.0], [-0.01, 0.99, -2.0], [1e-5, -2e-5, 1.0]]]),
+                                src[2:3])[0]  # exact: 4 points, no noise
+    t = [torch.from_numpy(a) for a in (src, dst, mask)]
+    for numpy_fit, torch_fit in ((refit_homographies, refit_homographies_torch), (fit_affine, fit_affine_torch)):
+        want, got = numpy_fit(src, dst, mask), torch_fit(*t).numpy()
+        finite = np.isfinite(want).all(axis=(1, 2))
+        assert np.array_equal(finite, np.isfinite(got).all(axis=(1, 2)))
+        assert not finite[0] and finite[2] and finite[4]
+        moved = np.abs(apply_homographies(want[finite], src[finite]) - apply_homographies(got[finite], src[finite]))
+        assert moved.max() <= 1e-9
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_choose_motion_model_twin_makes_numpys_choices(grouped):
+    from sparkle_fast.camera_refine import choose_motion_model_torch, group_layout
+
+    src, dst, mask = _fit_problem(seed=1)
+    groups = np.repeat(np.arange(6), 4) if grouped else None
+    want_h, want_keep = choose_motion_model(src, dst, mask, groups)
+    got_h, got_keep = choose_motion_model_torch(*(torch.from_numpy(a) for a in (src, dst, mask)),
+                                                None if groups is None else group_layout(groups, "cpu"))
+    assert np.array_equal(want_keep, got_keep.numpy()) and want_keep.any() and not want_keep.all()
+    got_h = got_h.numpy()
+    finite = np.isfinite(want_h).all(axis=(1, 2))
+    assert np.array_equal(finite, np.isfinite(got_h).all(axis=(1, 2)))
+    moved = apply_homographies(want_h[finite], src[finite]) - apply_homographies(got_h[finite], src[finite])
+    assert np.abs(moved).max() <= 1e-9
+
+
+def test_masked_median_twin_equals_numpy():
+    """Bit for bit: odd and even counts (numpy's mean of the two middle values), infs, NaNs inside the mask (ignored),
+    empty rows, a row whose masked values are all NaN (NaN, not `empty`)."""
+    from sparkle_fast.camera_refine import masked_median, masked_median_torch
+
+    rng = np.random.default_rng(6)
+    values = rng.normal(size=(40, 10))
+    values[2, 3], values[3, 0], values[5, :] = np.inf, -np.inf, np.nan
+    values[4, 1] = np.nan
+    mask = rng.random((40, 10)) < 0.5
+    mask[0], mask[1], mask[2, 3], mask[3, 0], mask[4, 1], mask[5, :2] = False, True, True, True, True, True
+    with np.errstate(all="ignore"):
+        want = masked_median(values, mask, empty=-1.0)
+    got = masked_median_torch(torch.from_numpy(values), torch.from_numpy(mask), empty=-1.0).numpy()
+    assert np.array_equal(want, got, equal_nan=True)
+    assert want[0] == -1.0 and np.isnan(want[5])
+
+
+def test_group_sum_and_layout():
+    from sparkle_fast.camera_refine import group_layout, group_sum
+
+    groups = np.array([0, 0, 1, 2, 2, 2, 1])
+    layout, of_row = group_layout(groups, "cpu")
+    values = torch.arange(7 * 2, dtype=torch.int64).reshape(7, 2)
+    want = np.stack([values.numpy()[groups == g].sum(0) for g in range(3)])
+    assert np.array_equal(group_sum(values, layout).numpy(), want)
+    assert np.array_equal(of_row.numpy(), groups)

@@ -184,3 +184,35 @@ def test_refine_twins_on_cuda_equal_cpu():
     assert np.array_equal(finite, np.isfinite(h_gpu).all(axis=(1, 2)))
     moved = camera_refine.apply_homographies
     assert np.abs(moved(h_cpu[finite], src[finite]) - moved(h_gpu[finite], src[finite])).max() <= 1e-9
+
+
+@pytest.mark.parametrize("dark", [False, True])
+def test_gray_gain_equals_the_median_over_lit_pixels(dark):
+    """_gray_frames' gain, taken without a boolean index (which would wait for a GPU), is the median ratio over the
+    pixels lit in frame 0, as before; a frame 0 with no lit pixel keeps gain 1."""
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 256, (3, 17, 23), dtype=np.uint8)
+    frames[1] = np.clip(frames[0] * 1.3, 0, 255).astype(np.uint8)
+    if dark:
+        frames[0] = np.minimum(frames[0], 15)
+    g = torch.from_numpy(frames).float()
+    lit = g[0] >= 16
+    if lit.any():
+        gain = (g[:, lit] / g[0][lit]).median(dim=1).values.clamp_min(1e-3).view(-1, 1, 1)
+    else:
+        gain = torch.ones(3, 1, 1)
+    scaled = g / gain
+    mean, std = g[0].mean(), g[0].std().clamp_min(1.0)
+    want = ((scaled - mean) / std * 48.0 + 128.0).round().clamp(0, 255).to(torch.uint8)
+    assert torch.equal(camera._gray_frames(torch.from_numpy(frames)), want)
+
+
+def test_to_host_round_trips_dtypes_and_shapes():
+    tensors = [torch.tensor([[1.5, -2.25]], dtype=torch.float64), torch.tensor([True, False, True]),
+               torch.arange(6, dtype=torch.int64).reshape(2, 3) * 1000003, torch.zeros((0, 4)),
+               torch.tensor([0.1], dtype=torch.float32)]
+    got = camera._to_host(*tensors)
+    for t, g in zip(tensors, got, strict=True):
+        assert g.shape == tuple(t.shape)
+        assert np.array_equal(g, t.numpy().astype(g.dtype))
+    assert got[1].dtype == bool and got[2].dtype == np.int64 and got[4][0] == np.float32(0.1)
