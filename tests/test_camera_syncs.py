@@ -216,3 +216,17 @@ def test_to_host_round_trips_dtypes_and_shapes():
         assert g.shape == tuple(t.shape)
         assert np.array_equal(g, t.numpy().astype(g.dtype))
     assert got[1].dtype == bool and got[2].dtype == np.int64 and got[4][0] == np.float32(0.1)
+
+
+def test_side_share_twin_equals_numpy():
+    """The background-model choice made on the device compares the same scores as numpy's side_share, bit for bit
+    (random sets, and ties: a model holding the same points as the other)."""
+    rng = np.random.default_rng(3)
+    cells = (12, 16)
+    tracked = rng.random((30, 192)) < 0.7
+    inliers = tracked & (rng.random((30, 192)) < 0.5)
+    inliers[:5] = tracked[:5]
+    tracked[7] = False  # nothing tracked: 0 / max(0, 1)
+    want = camera.side_share(inliers, tracked, cells)
+    got = camera.side_share_torch(torch.from_numpy(inliers), torch.from_numpy(tracked), cells).numpy()
+    assert np.array_equal(want, got)
