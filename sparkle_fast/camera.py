@@ -53,6 +53,13 @@ Method (per clip, frames sampled at 2 FPS by default when a path is given):
   A subject that reaches 3 sides and fills most of the border while the camera moves (a close-up that spans the
   frame) can be taken for the background by steps 3-5; the VLM check behind this filter is the remedy.
 
+Device traffic (frames on a GPU): the tracking, the background-model choices of steps 4-5 and step 5b's
+iterations run on the device; a clip group's analysis copies to or from the host a fixed number of times (one packed
+copy of the direct tracks, one of the pair results, one of the refinement's results, a few small uploads of row
+bookkeeping, and each find_homographies call's own copy), however many clips, frame steps and refinement iterations
+it has (tests/test_camera_syncs.py counts them). Steps 3 and 5's per-clip bookkeeping and least-squares refits stay
+in numpy float64 on the host, once per group, as the reference they always were.
+
 The rule (thresholds in CameraThresholds; defaults from bench/calibrate_camera.py, docs/CAMERA_CALIBRATION.md):
   undecidable (static None, with a reason): fewer than 2 frames; a frame with fewer than `min_points` corners
       (textureless); a pair where fewer than `min_points` points could be tracked at all.
@@ -109,6 +116,10 @@ class CameraThresholds:
     refine_min_points: int = 12       # a frame keeps its previous estimate when fewer background points remain
     rival_threshold_px: float = 1.0   # RANSAC threshold of step 5b's rival hypothesis (step 5's subject as background)
 
+
+# On CPU tensors a Python value of a tensor costs no wait, so data-dependent shortcuts that skip work are taken there;
+# on a GPU the work is done without asking (tests/test_camera_syncs.py turns this off to count a GPU run's traffic).
+HOST_SHORTCUTS = True
 
 # The frames bench/calibrate_camera.py chose the pixel thresholds on: 288 x 384, a 480-pixel diagonal.
 CALIBRATION_DIAGONAL_PX = 480.0
@@ -630,8 +641,9 @@ def _background_homographies(points, moved, tracked, th: CameraThresholds, keys:
     model holds, as before, let a dense subject win over a plain background.)
     keys (P,): each pair's index within its clip keys its RANSAC draw, so a clip's verdict does not depend on the
     other clips in its batch.
-    The choice is made on the device, and the second RANSAC runs even when no pair has points enough for it (its
-    pairs then have no usable point and lose): asking the host first would wait for the device.
+    The choice is made on the device, and there the second RANSAC runs even when no pair has points enough for it
+    (its pairs then have no usable point and lose): asking the host first would wait for the device. On CPU tensors
+    (HOST_SHORTCUTS) the host asks, and skips it: same results.
     """
     import torch
 
@@ -644,6 +656,8 @@ def _background_homographies(points, moved, tracked, th: CameraThresholds, keys:
     rest = tracked & ~in1
     n_tracked = tracked.sum(1).to(torch.float64)
     second = rest.sum(1) >= (th.min_inlier_ratio * n_tracked).clamp_min(th.min_points)
+    if HOST_SHORTCUTS and tracked.device.type == "cpu" and not bool(second.any()):
+        return h1, in1
     h2, in2 = fit(rest & second[:, None])
     score1, score2 = side_share_torch(in1, tracked, th.cells), side_share_torch(in2, tracked, th.cells)
     use2 = second & torch.isfinite(h2).all(dim=2).all(dim=1) & (score2 > score1)
