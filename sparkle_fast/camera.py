@@ -306,12 +306,12 @@ def _analyze_group(grays: list, size: tuple[int, int], th: CameraThresholds) -> 
 def _consistent_background(direct, inliers,
                            th: CameraThresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """float64 (rows, 3, 3): frame 0 -> t homographies of every clip of `direct` (`inliers` bool (rows, N) are those
-    of the model step 5's RANSAC chose; torch on the tracks' device) fitted on each clip's background points, NaN where too few; bool (rows, N):
-    the points followed into the later half of their clip's frames that were not voted background (a subject), on
-    each of the clip's rows; and bool (rows, N): those voted background. The direct tracks follow the same points
-    through the clip, so the background is one set of points: those on the chosen (background) model in most of
-    the frames where they are tracked. Fitting every t on that set keeps a subject out even at a t where its motion
-    is within the RANSAC threshold of the background's."""
+    of the model step 5's RANSAC chose; torch on the tracks' device) fitted on each clip's background points, NaN
+    where too few; bool (rows, N): the points followed into the later half of their clip's frames that were not
+    voted background (a subject), on each of the clip's rows; and bool (rows, N): those voted background. The
+    direct tracks follow the same points through the clip, so the background is one set of points: those on the
+    chosen (background) model in most of the frames where they are tracked. Fitting every t on that set keeps a
+    subject out even at a t where its motion is within the RANSAC threshold of the background's."""
     from sparkle_fast.camera_refine import apply_homographies
     from sparkle_fast.ops.homography import refit_homographies
 
