@@ -381,3 +381,25 @@ def test_context_parallel_over_two_gpus_matches_one(tmp_path):
     control = (rng.random((5, 64, 64, 3)) > 0.8).astype(np.uint8) * 255
     want = single.generate(control, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), PROMPT)
     assert np.abs(np.load(tmp_path / "cp.npy").astype(int) - want).max() <= 2
+
+
+def test_quick_bench_covers_every_lever_that_runs_on_cpu():
+    """bench/generation.py --quick (run by tests/test_bench.py) has a row for each lever a CPU can run."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench_dir = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench_dir))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_generation", bench_dir / "generation.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(bench_dir))
+    rows = module.distilled_rows(False, "cpu") + module.stock_rows(False, "cpu")
+    levers = [lev for _, _, lev in rows]
+    assert any(lev.cfg_batch for lev in levers) and any(lev.cache == "first_block" for lev in levers)
+    assert any(lev.fp8 == "weight" for lev in levers) and any(lev.attention_backend for lev in levers)
+    assert any(lev.cfg_batch and lev.cache != "none" and lev.fp8 != "none" for lev in levers)  # a combination
+    assert [impl for impl, _, _ in rows].count("baseline") == 2  # one per schedule, the speed-ups' reference
