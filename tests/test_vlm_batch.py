@@ -233,3 +233,31 @@ def test_editor_many_equals_one_at_a_time():
     with pytest.raises(ValueError, match="seeds"):
         editor.remove_many(images[:2], labels[:2], seed=[1])
     editor.release()
+
+
+# --- the near-tie proof itself -------------------------------------------------------------------------------------
+
+def test_near_tie_proof_accepts_ties_and_rejects_real_differences():
+    import torch
+    from vlm_near_tie import Row, near_tie
+
+    from sparkle_fast.models.vlm_backends import Sampling
+
+    greedy, sampled = Sampling(4), Sampling(4, temperature=0.7, seed=3)
+
+    def row(tokens, first_logits, sampling):
+        logits = torch.tensor([first_logits, [0.0, 0.0, 0.0, 1.0]])
+        return Row("key", None, None, sampling, tokens, logits, f"answer {tokens}", 2)
+
+    alone = row([0, 3], [5.0, 1.0, 4.9999995, 0.0], greedy)
+    assert near_tie(row([0, 3], [5.0, 1.0, 4.9999995, 0.0], greedy), alone) is None  # same tokens
+    flip = near_tie(row([2, 3], [4.9999995, 1.0, 5.0, 0.0], greedy), alone)  # a tie broken the other way
+    assert flip.step == 0 and flip.gap == pytest.approx(5e-7, abs=1e-7)
+    with pytest.raises(AssertionError, match="not a near-tie"):  # a real gap of 0.1 is a bug, not rounding
+        near_tie(row([2, 3], [4.9, 1.0, 5.0, 0.0], greedy), row([0, 3], [5.0, 1.0, 4.9, 0.0], greedy))
+    with pytest.raises(AssertionError, match="prefix"):
+        near_tie(row([0], [5.0, 1.0, 4.0, 0.0], greedy), alone)
+    sampled_alone = row([0, 3], [5.0, 1.0, 4.0, 0.0], sampled)
+    assert near_tie(row([2, 3], [5.0000001, 1.0, 4.0, 0.0], sampled), sampled_alone).step == 0
+    with pytest.raises(AssertionError, match="not rounding"):
+        near_tie(row([2, 3], [5.0, 1.0, 4.5, 0.0], sampled), sampled_alone)
