@@ -30,12 +30,15 @@ GEOMETRY = dict(num_frames=5, height=32, width=32, max_sequence_length=16)
 CFG_TOLERANCE = 1e-5  # float32: a batch-2 forward vs two batch-1 forwards differ only by summation order
 
 
-def i2v(levers=GenerationLevers(), steps=3, guidance=3.0):
+OFF = GenerationLevers()
+
+
+def i2v(levers=OFF, steps=3, guidance=3.0):
     return WanI2VGenerator.tiny(config=I2VConfig(**GEOMETRY, distilled=False, num_inference_steps=steps,
                                                  guidance_scale=guidance, levers=levers))
 
 
-def fun(levers=GenerationLevers(), steps=3, guidance=3.0):
+def fun(levers=OFF, steps=3, guidance=3.0):
     return FunControlGenerator.tiny(config=FunControlConfig(**GEOMETRY, num_inference_steps=steps,
                                                             guidance_scale=guidance, levers=levers))
 

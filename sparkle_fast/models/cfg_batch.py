@@ -31,8 +31,8 @@ def _hook_class():
     from diffusers.hooks import ModelHook
 
     class _BatchedGuidanceHook(ModelHook):
-        """BatchedGuidanceHook (see the module docstring). Counters: batched (batch-2 forwards run), served (unconditional calls answered
-        from the batched forward), passthrough (calls run unchanged)."""
+        """BatchedGuidanceHook (see the module docstring). Counters: batched (batch-2 forwards run), served
+        (unconditional calls answered from the batched forward), passthrough (calls run unchanged)."""
 
         def __init__(self):
             super().__init__()

@@ -43,6 +43,10 @@ with the distillation LoRAs present (or experts declared distilled); without the
 prompt) -> uint8 (T, H, W, 3). The VACE backend gives WanVACEPipeline the start image as frame 0 with mask 0 (keep)
 and the control frames after it with mask 1 (generate under this control).
 
+Speed levers (cfg_batch, cache, fp8, attention_backend, context_parallel: levers.py, docs/GENERATION.md) come from
+the [control] section like the sampling settings; the pipeline runs each expert call inside cache_context("cond" |
+"uncond") as diffusers' Wan pipelines do, and takes precomputed prompt embeddings for the batched-guidance hook.
+
 Stage 5's filter picks 4 uniformly spaced non-first frames (`score_frame_indices`: [1, 26, 51, 76] for 81 frames).
 """
 
