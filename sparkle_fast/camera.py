@@ -415,13 +415,11 @@ def _refine(grays: list, chained, h0t: np.ndarray, foreground: np.ndarray, backg
     clips = list(range(len(n_pairs))) + rivals
     rows = np.concatenate([np.arange(first_row[c], first_row[c] + n_pairs[c]) for c in clips])
     hyp_pairs = [n_pairs[c] for c in clips]
-    index = torch.tensor(clips, device=device)
+    repeat = _repeat_index(hyp_pairs, device, of=clips)  # each hypothesis' clip, once per row
     h_init = np.concatenate([start_a, start_b[rows[len(h0t):]]])
     exclude = np.repeat(np.concatenate([exclude_a, exclude_b]), hyp_pairs, axis=0)
-    h, support = refine_from_first(_repeat_rows(firsts[index], hyp_pairs),
-                                   later[torch.from_numpy(rows).to(device)], h_init,
-                                   _repeat_rows(points[index], hyp_pairs),
-                                   _repeat_rows(valid[index], hyp_pairs), hyp_pairs, th,
+    h, support = refine_from_first(firsts[repeat], later[torch.from_numpy(rows).to(device)], h_init,
+                                   points[repeat], valid[repeat], hyp_pairs, th,
                                    exclude=exclude, return_support=True)
     held = _sides_held(support, hyp_pairs, cells)
     out = h[:len(h0t)]
@@ -494,12 +492,14 @@ class _DirectTracks:
         return self._host + _to_host(*extra)
 
 
-def _repeat_rows(x, counts: list[int]):
-    """x (len(counts), ...) torch with row i repeated counts[i] times; the output size given, so that a GPU need not
-    report it back to the host first."""
+def _repeat_index(counts: list[int], device, of: np.ndarray | None = None):
+    """int64 torch (sum(counts),) on `device`: index i (or of[i]) repeated counts[i] times, made on the host and
+    uploaded once; x[index] is x.repeat_interleave(counts), without the device reporting the output size back to
+    the host (which repeat_interleave with device counts does) and shared by every tensor repeated alike."""
     import torch
 
-    return x.repeat_interleave(torch.tensor(counts, device=x.device), dim=0, output_size=sum(counts))
+    rows = np.repeat(np.arange(len(counts)) if of is None else np.asarray(of), counts).astype(np.int64)
+    return torch.from_numpy(rows).to(device)
 
 
 def _point_margin(th: CameraThresholds) -> int:
@@ -514,9 +514,10 @@ def _track_from_first(grays: list, points, valid, th: CameraThresholds) -> _Dire
 
     n_pairs = [g.shape[0] - 1 for g in grays]
     first = torch.stack([g[0] for g in grays])
-    prev = _repeat_rows(first, n_pairs)
+    repeat = _repeat_index(n_pairs, first.device)
+    prev = first[repeat]
     nxt = torch.cat([g[1:] for g in grays])
-    start_pts, start_valid = _repeat_rows(points, n_pairs), _repeat_rows(valid, n_pairs)
+    start_pts, start_valid = points[repeat], valid[repeat]
     fwd, st_f, _ = track_points(prev, nxt, start_pts, window=th.window, max_level=th.max_level)
     back, st_b, _ = track_points(nxt, prev, fwd, window=th.window, max_level=th.max_level)
     tracked = start_valid & st_f & st_b & ((back - start_pts).norm(dim=-1) <= th.fb_threshold_px)
@@ -541,10 +542,11 @@ def _track_chained(grays: list, points, valid, th: CameraThresholds) -> _DirectT
     steps = max(n_pairs)
     members_of = [[c for c, n in enumerate(n_pairs) if n > k] for k in range(steps)]
     sizes = [len(m) for m in members_of]
-    clip_index = torch.from_numpy(np.concatenate([np.asarray(m, np.int64) for m in members_of])).to(device)
-    row_index = torch.from_numpy(np.concatenate([np.asarray([first_row[c] + k for c in m], np.int64)
-                                                 for k, m in enumerate(members_of)])).to(device)
-    frame_of_step = torch.from_numpy(np.concatenate([np.full(n, k, np.int64) for k, n in enumerate(sizes)])).to(device)
+    clip_index = np.concatenate([np.asarray(m, np.int64) for m in members_of])
+    row_index = np.concatenate([np.asarray([first_row[c] + k for c in m], np.int64) for k, m in enumerate(members_of)])
+    frame_of_step = np.concatenate([np.full(n, k, np.int64) for k, n in enumerate(sizes)])
+    clip_index, row_index, frame_of_step = torch.from_numpy(  # one upload
+        np.concatenate([clip_index, row_index, frame_of_step])).to(device).reshape(3, -1)
     padded = torch.stack([torch.cat([g, g[-1:].expand(steps + 1 - g.shape[0], *g.shape[1:])]) for g in grays])
     offsets = np.cumsum([0] + sizes)
     for k in range(steps):
@@ -560,7 +562,7 @@ def _track_chained(grays: list, points, valid, th: CameraThresholds) -> _DirectT
         where[idx] = torch.where(ok[..., None], fwd, pts)
         alive[idx] = ok
         rows_dst[rows], rows_tracked[rows] = fwd, ok
-    return _DirectTracks(_repeat_rows(points, n_pairs), rows_dst, rows_tracked, valid,
+    return _DirectTracks(points[_repeat_index(n_pairs, device)], rows_dst, rows_tracked, valid,
                          n_pairs, first_row)
 
 

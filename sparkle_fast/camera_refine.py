@@ -375,14 +375,17 @@ def refine_from_first(first: Any, later: Any, h_init: np.ndarray, points: Any, v
     support_host = np.zeros(tuple(points.shape[:2]), bool)
     if rows.size == 0 or th.refine_iters <= 0:
         return (h_host, support_host) if return_support else h_host
-    # everything the loop needs from the host, uploaded once (one copy of a packed buffer, split on the device)
+    # everything the loop needs from the host, uploaded once: the integers in one copy, the floats in another
     clip_rows = clip_of_row[rows]
-    index = torch.from_numpy(rows).to(device)
-    h_cur = torch.from_numpy(h_host[rows]).to(device)
     groups = group_layout(clip_rows, device)  # the rows of each clip: the votes' and the model choice's groups
     layout, group_of_row = groups
-    late = torch.from_numpy(late_row[rows]).to(device)
-    excluded = None if exclude is None else torch.from_numpy(np.asarray(exclude)[rows]).to(device)
+    index, late = torch.from_numpy(np.concatenate([rows, late_row[rows]]).astype(np.int64)).to(device).reshape(2, -1)
+    late = late.bool()
+    n_rows, n_points = len(rows), points.shape[1]
+    floats = [h_host[rows].reshape(-1)] + ([] if exclude is None else [np.asarray(exclude, np.float64)[rows].ravel()])
+    floats = torch.from_numpy(np.concatenate(floats)).to(device)
+    h_cur = floats[:n_rows * 9].reshape(n_rows, 3, 3)
+    excluded = None if exclude is None else floats[n_rows * 9:].reshape(n_rows, n_points) != 0
     base, pts, targets, usable = first[index], points[index], later[index], valid[index]
     s = pts.to(torch.float64)
     near = torch.zeros(pts.shape[:2], dtype=torch.bool, device=device)
