@@ -125,6 +125,8 @@ def test_host_round_trips_do_not_grow_with_iterations_frame_steps_or_clips(monke
     for other in (more_iters, more_steps, more_clips):
         assert other["sync"] == few["sync"], (dict(few), dict(other))
         assert other["op:find_homographies"] == few["op:find_homographies"]
+    # and few of them (today: 6 copies out, 11 in; before this count was kept, 52-61 and growing)
+    assert few["cpu"] <= 6 and few["sync"] <= 20, dict(few)
 
 
 def test_the_counter_sees_a_per_iteration_round_trip(monkeypatch):
@@ -145,8 +147,9 @@ def test_the_counter_sees_a_per_iteration_round_trip(monkeypatch):
 @pytest.mark.gpu
 def test_cuda_decisions_equal_cpu_on_a_mixed_group():
     """The device path (Triton tracking, CUDA RANSAC, the refinement's torch fits on the GPU) decides every clip of a
-    group as the CPU path does, method and reason included; homographies within 0.05 px at the corners (the
-    trackers differ in float rounding, so no bit equality is claimed for the floats)."""
+    group as the CPU path does, method and reason included; homographies close at the corners (the
+    trackers differ in float rounding, so no bit equality is claimed for the floats: 0.25 px, half the accuracy
+    the CPU tests ask of these homographies against the truth)."""
     from sparkle_fast.camera_synthetic import corner_error
 
     size = (144, 192)
@@ -160,7 +163,7 @@ def test_cuda_decisions_equal_cpu_on_a_mixed_group():
     for a, b in zip(cpu, cuda, strict=True):
         assert (a.static, a.method, a.reason, a.pairs) == (b.static, b.method, b.reason, b.pairs)
         if a.from_first is not None and np.isfinite(a.from_first).all():
-            assert max(corner_error(x, y, size) for x, y in zip(a.from_first, b.from_first, strict=True)) <= 0.05
+            assert max(corner_error(x, y, size) for x, y in zip(a.from_first, b.from_first, strict=True)) <= 0.25
 
 
 @pytest.mark.gpu
@@ -231,3 +234,33 @@ def test_side_share_twin_equals_numpy():
     want = camera.side_share(inliers, tracked, cells)
     got = camera.side_share_torch(torch.from_numpy(inliers), torch.from_numpy(tracked), cells).numpy()
     assert np.array_equal(want, got)
+
+
+@pytest.mark.gpu
+def test_cuda_synchronizations_do_not_grow_with_iterations_frame_steps_or_clips():
+    """On the GPU itself: torch's sync debug mode reports every operation that waits for the device (copies either
+    way, Python values of tensors, data-sized outputs), the ops' included. A group's analysis, frames already on the
+    device and every kernel compiled (a first, uncounted run), waits as often with 3 refinement iterations as with
+    1, with 8 frames as with 4, with 4 clips as with 2."""
+    import warnings
+
+    def synchronizations(n_clips, n_frames, iters):
+        clips = [c.cuda() for c in _clips(n_clips, n_frames)]
+        th = camera.CameraThresholds(refine_iters=iters)
+        camera.analyze_many(clips, th, device="cuda")
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                results = camera.analyze_many(clips, th, device="cuda")
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        assert all(r.static is False and r.method == "homography" for r in results)
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    few = synchronizations(2, 4, 1)
+    assert few > 0  # the mode is on: the results come back to the host at least once
+    assert synchronizations(2, 4, 3) == few, "refinement iterations"
+    assert synchronizations(2, 8, 1) == few, "frame steps"
+    assert synchronizations(4, 4, 1) == few, "clips"
