@@ -397,6 +397,7 @@ def _refine(grays: list, chained, h0t: np.ndarray, foreground: np.ndarray, backg
     points, valid = select_points(firsts, cells=cells, margin=margin)
     coarse = chained.src[torch.tensor(first_row, device=device)]  # (clips, Nc, 2) step 5's points
     distance, nearest = _to_host(*torch.cdist(points, coarse).min(dim=-1))
+    distance = distance.astype(np.float32)  # compared in float32 against the radius, as before the packed copy
     radius = 0.5 * max((height - 2 * margin) / th.cells[0], (width - 2 * margin) / th.cells[1])
 
     def inherit(vote: np.ndarray) -> np.ndarray:  # bool (clips, Nc) step 5's points -> (clips, N) dense points
@@ -650,9 +651,8 @@ def _background_homographies(points, moved, tracked, th: CameraThresholds, keys:
     import torch
 
     def fit(mask):
-        h, inl = find_homographies(points, moved, mask, threshold=th.ransac_threshold_px,
-                                   max_iters=th.ransac_iters, seed=th.seed, keys=keys)
-        return h, inl
+        return find_homographies(points, moved, mask, threshold=th.ransac_threshold_px, max_iters=th.ransac_iters,
+                                 seed=th.seed, keys=keys)
 
     h1, in1 = fit(tracked)
     rest = tracked & ~in1

@@ -178,12 +178,12 @@ _SHIFT = 1e-12          # relative shift keeping an exact fit's (singular) norma
 
 def apply_homographies_torch(h: Any, points: Any) -> Any:
     """apply_homographies on torch: float64 (B, 3, 3) and (B, N, 2) -> (B, N, 2)."""
+    import torch
+
     x, y = points[..., 0], points[..., 1]
 
     def row(i):
         return h[:, i, 0, None] * x + h[:, i, 1, None] * y + h[:, i, 2, None]
-
-    import torch
 
     z = row(2)
     return torch.stack([row(0) / z, row(1) / z], dim=-1)
