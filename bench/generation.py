@@ -76,6 +76,12 @@ def full_size_pipeline(kind: str, device: str):
             for p in model.parameters():
                 p.normal_(0, 0.02)
             model.rope = type(model.rope)(128, (1, 2, 2), 1024).to(device)  # its buffers were left empty
+            # As from_pretrained(dtype=bf16) loads the real experts: the norms, time embedder and modulation table
+            # stay in float32 (diffusers' _keep_in_fp32_modules).
+            keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+            for name, module in model.named_modules():
+                if keep.intersection(name.split(".")):
+                    module.float()
         return model.eval()
 
     text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=64, d_model=4096, d_kv=64, d_ff=256, num_layers=1,
