@@ -89,7 +89,7 @@ def _release_gpu_memory() -> None:
 # --- steps of the stages ------------------------------------------------------------------------------------------
 
 @dataclass
-class _RunStep:
+class RunStep:
     """A step as the runner schedules it: `key` orders steps in pipeline order; `slot` is the residency key (a model
     slot, "stage:<name>" for a stage without steps, or None for kernels only)."""
 
@@ -101,11 +101,11 @@ class _RunStep:
     last: bool
 
 
-def stage_steps(stage: Stage) -> list[_RunStep]:
+def stage_steps(stage: Stage) -> list[RunStep]:
     steps = stage.steps() if callable(getattr(stage, "steps", None)) else None
     if not steps:
-        return [_RunStep((stage.number, 0), stage, stage.name, f"stage:{stage.name}", None, True)]
-    return [_RunStep((stage.number, i), stage, s.name, s.slot, s.run, i == len(steps) - 1)
+        return [RunStep((stage.number, 0), stage, stage.name, f"stage:{stage.name}", None, True)]
+    return [RunStep((stage.number, i), stage, s.name, s.slot, s.run, i == len(steps) - 1)
             for i, s in enumerate(steps)]
 
 
@@ -173,12 +173,12 @@ class SlotCache:
         """Raise ValueError naming every planned slot larger than the whole budget (before any work)."""
         if self.budget_bytes is None:
             return
-        big = [f"[{slot}] {self.planned[slot] / 2**30:.1f} GiB" for slot in slots
+        big = [f"[{slot}] {_size(self.planned[slot])}" for slot in slots
                if self.planned.get(slot, 0) > self.budget_bytes]
         if big:
-            raise ValueError(f"{', '.join(big)} of planned resident memory do(es) not fit the GPU-memory budget of "
-                             f"{self.budget_bytes / 2**30:.1f} GiB even alone; use a GPU with more memory, raise "
-                             "[memory] gpu_memory_gib if the GPU has more, or let the plan offload (sparkle-fast plan)")
+            raise ValueError(f"{', '.join(big)} of planned resident memory: more than the GPU-memory budget of "
+                             f"{_size(self.budget_bytes)} even alone; use a GPU with more memory, raise [memory] "
+                             "gpu_memory_gib if the GPU has more, or see `sparkle-fast plan` for the offload modes")
 
     def get(self, slot: str, next_use: Callable[[str], float]) -> Any:
         if slot in self.resident:
@@ -220,8 +220,8 @@ def load_stage_models(stage: Stage, models_source: Any, config: Any) -> Any:
 
     use_settings(getattr(config, "vlm", None))
     models = stage.load_models(models_source)
-    for adapter in (models.values() if isinstance(models, dict) else ()):
-        configure_adapter(adapter, config)
+    for slot, adapter in (models.items() if isinstance(models, dict) else ()):
+        configure_adapter(adapter, config, slot)
     return models
 
 
@@ -269,7 +269,7 @@ class StepStats:
 
 
 @dataclass
-class _Position:
+class Position:
     """Where a sample stands in this run: the index of its step in the run's step list and the stage's state."""
 
     index: int
@@ -315,7 +315,6 @@ class LocalRunner:
     def run(self, stages: Sequence[Stage], manifest: Manifest, layout: SparkleLayout, config: Any,
             models_source: Any) -> None:
         steps = [step for stage in sorted(stages, key=lambda s: s.number) for step in stage_steps(stage)]
-        self._stage_numbers = [step.key[0] for step in steps]
         self.cache = cache = self._slot_cache(steps, config, models_source)
         self._lazy = {}
         if any(stage.number == 5 and callable(getattr(stage, "steps", None)) for stage in stages):
@@ -342,7 +341,7 @@ class LocalRunner:
             for lazy in self._lazy.values():
                 lazy.release()
 
-    def _slot_cache(self, steps: list[_RunStep], config: Any, models_source: Any) -> SlotCache:
+    def _slot_cache(self, steps: list[RunStep], config: Any, models_source: Any) -> SlotCache:
         def load(slot: str) -> Any:
             if slot.startswith("stage:"):
                 stage = next(s.stage for s in steps if s.slot == slot)
@@ -360,42 +359,9 @@ class LocalRunner:
             budget, planned = memory_plan(config, models_source, [s.slot for s in steps if s.slot])
         return SlotCache(load, release, budget, planned)
 
-    def _positions(self, chunk: list[str], steps: list[_RunStep], manifest: Manifest) -> dict[str, _Position]:
-        """Each sample's first unfinished step in this run (none: finished, rejected, out of attempts, or waiting
-        on a stage this run does not include)."""
-        positions = {}
-        first_of = {}
-        for i, step in enumerate(steps):
-            first_of.setdefault(step.key[0], i)
-        numbers = sorted(first_of)
-        for sid in chunk:
-            for number in numbers:
-                result = manifest.result(sid, number)
-                if result is not None and result.status == "done":
-                    continue
-                if result is not None and (result.status == "rejected" or result.attempts >= self.max_attempts):
-                    break
-                previous_done = number == 1 or (
-                    (r := manifest.result(sid, number - 1)) is not None and r.status == "done")
-                if not previous_done:
-                    break
-                finished = manifest.finished_steps(sid, number)
-                index, state, timing, seconds = first_of[number], {}, {}, 0.0
-                while index < len(steps) and steps[index].key[0] == number and steps[index].name in finished \
-                        and not steps[index].last:
-                    row = finished[steps[index].name]
-                    state = row["state"]
-                    for k, v in (row["timing"] or {}).items():
-                        timing[k] = timing.get(k, 0.0) + v
-                    seconds += row["seconds"] or 0.0
-                    index += 1
-                positions[sid] = _Position(index, state, timing, seconds)
-                break
-        return positions
-
-    def _run_chunk(self, chunk: list[str], steps: list[_RunStep], samples: dict[str, Sample], manifest: Manifest,
+    def _run_chunk(self, chunk: list[str], steps: list[RunStep], samples: dict[str, Sample], manifest: Manifest,
                    layout: SparkleLayout, config: Any, cache: SlotCache) -> None:
-        positions = self._positions(chunk, steps, manifest)
+        positions = first_unfinished_steps(chunk, steps, manifest, self.max_attempts)
         reached: dict[int, int] = {}  # step index -> samples of the chunk that reached it (the progress totals)
         finished: dict[int, int] = {}
         for position in positions.values():
@@ -418,7 +384,7 @@ class LocalRunner:
             todo, size = waiting[index], self._batch_size(step, config)
             for start in range(0, len(todo), size):
                 group = todo[start:start + size]
-                self._run_group(step, group, samples, positions, models, manifest, layout, config, stats,
+                self._run_group(steps, index, group, samples, positions, models, manifest, layout, config, stats,
                                 load_seconds if start == 0 else 0.0)
                 finished[index] = finished.get(index, 0) + len(group)
                 for sid in group:  # samples handed on to a later step count towards its total
@@ -431,7 +397,7 @@ class LocalRunner:
         models = {slot: value for slot, value in cache.resident.items() if not slot.startswith("stage:")}
         return {**self._lazy, **models}
 
-    def _choose(self, waiting: dict[int, list[str]], steps: list[_RunStep], cache: SlotCache) -> int:
+    def _choose(self, waiting: dict[int, list[str]], steps: list[RunStep], cache: SlotCache) -> int:
         """The step to run next: the earliest with waiting samples whose slot is resident or that needs none;
         otherwise the earliest with waiting samples."""
         for index in sorted(waiting):
@@ -440,7 +406,7 @@ class LocalRunner:
                 return index
         return min(waiting)
 
-    def _batch_size(self, step: _RunStep, config: Any) -> int:
+    def _batch_size(self, step: RunStep, config: Any) -> int:
         if step.run is None:  # a stage without steps: its run_batch size, as before steps
             return max(1, int(getattr(step.stage, "batch_size", 1))) \
                 if callable(getattr(step.stage, "run_batch", None)) else 1
@@ -451,11 +417,12 @@ class LocalRunner:
         key = step.slot if step.slot is not None else "camera"
         return max(1, int(sizes.get(key, getattr(step.stage, "batch_size", 1))))
 
-    def _run_group(self, step: _RunStep, group: list[str], samples: dict[str, Sample],
-                   positions: dict[str, _Position], models: Any, manifest: Manifest, layout: SparkleLayout,
+    def _run_group(self, steps: list[RunStep], index: int, group: list[str], samples: dict[str, Sample],
+                   positions: dict[str, Position], models: Any, manifest: Manifest, layout: SparkleLayout,
                    config: Any, stats: StepStats, load_seconds: float) -> None:
-        from sparkle_fast.stages.steps import StepItem, finish_outcome
+        from sparkle_fast.stages.steps import StepItem
 
+        step = steps[index]
         stage = step.stage
         contexts = [StageContext(layout, config, models, {n: (r.record if (r := manifest.result(sid, n)) else None)
                                                           for n in range(1, stage.number)}) for sid in group]
@@ -467,7 +434,7 @@ class LocalRunner:
         else:
             items = [StepItem(samples[sid], context, dict(positions[sid].state)) for sid, context in
                      zip(group, contexts, strict=True)]
-            outcomes = self._call_step(step, items, layout)
+            outcomes = call_step(step, items, layout)
         seconds = (time.perf_counter() - started) / len(group)
         stats.calls += 1
         stats.items += len(group)
@@ -484,53 +451,107 @@ class LocalRunner:
                 timing["model_load"] = timing.get("model_load", 0.0) + load_seconds
             if step.run is None and outcome is not None:
                 timing.update(outcome.timing)
-            if outcome is None and not step.last:
-                manifest.finish_step(sid, stage.number, step.name, items[k].state, seconds=seconds,
-                                     timing=items[k].timer.as_dict())
-                positions[sid] = _Position(position.index + 1, items[k].state, timing, position.seconds + seconds)
-                stats.outcomes["next"] += 1
-                continue
-            if outcome is None:
-                outcome = items[k].done()
-            if items is not None:
-                outcome = finish_outcome(items[k], outcome)
-            manifest.finish(sid, stage.number, outcome.status, score=outcome.score, reason=outcome.reason,
-                            record=outcome.record, seconds=position.seconds + seconds, timing=timing)
-            stats.outcomes[outcome.status] += 1
-            following = position.index + 1  # a kept sample goes on to the next stage's first step in this run
-            if outcome.status == "done" and following < len(self._stage_numbers) and \
-                    self._stage_numbers[following] == stage.number + 1:
-                positions[sid] = _Position(following, {}, {}, 0.0)
-            else:
+            stats.outcomes[outcome.status if outcome is not None else ("done" if step.last else "next")] += 1
+            following = commit_outcome(manifest, steps, index, sid, position, outcome,
+                                       items[k] if items is not None else None, seconds, timing)
+            if following is None:
                 del positions[sid]
-
-    def _call_step(self, step: _RunStep, items: list, layout: SparkleLayout) -> list[StageOutcome | None]:
-        """The step over the batch; if the batch raises, each item alone, so a bad sample fails only itself."""
-        from sparkle_fast.stages.common import StageTimer
-
-        states = [copy.deepcopy(item.state) for item in items]
-        try:
-            outcomes = list(step.run(items))
-            if len(outcomes) != len(items):
-                raise RuntimeError(f"step {step.name} returned {len(outcomes)} outcomes for {len(items)} samples")
-            return outcomes
-        except Exception as exc:  # noqa: BLE001
-            if is_disk_full(exc):
-                raise disk_full_error(exc, layout.root, f"{step.name} wrote a batch of samples") from exc
-            if len(items) == 1:
-                traceback.print_exc()  # the full trace for the log; the manifest keeps the message
-                _release_gpu_memory()  # after an out-of-memory error, give the cache back before going on
-                return [items[0].fail(f"{type(exc).__name__}: {exc}")]
-        traceback.print_exc()
-        _release_gpu_memory()
-        results = []
-        for item, state in zip(items, states, strict=True):
-            item.state, item.timer = state, StageTimer()  # the failed batch may have half-written them
-            results.append(self._call_step(step, [item], layout)[0])
-        return results
+            else:
+                positions[sid] = following
 
 
-def _next_use(slot: str, current: int, waiting: dict[int, list[str]], steps: list[_RunStep]) -> float:
+def first_unfinished_steps(sample_ids: Sequence[str], steps: list[RunStep], manifest: Manifest,
+                           max_attempts: int) -> dict[str, Position]:
+    """Each sample's first unfinished step among `steps` (the run's, in pipeline order) with its stage's state so
+    far; none for a sample that is finished, rejected, out of attempts, or waiting on a stage not in `steps`."""
+    positions = {}
+    first_of: dict[int, int] = {}
+    for i, step in enumerate(steps):
+        first_of.setdefault(step.key[0], i)
+    for sid in sample_ids:
+        for number in sorted(first_of):
+            result = manifest.result(sid, number)
+            if result is not None and result.status == "done":
+                continue
+            if result is not None and (result.status == "rejected" or result.attempts >= max_attempts):
+                break
+            previous_done = number == 1 or ((r := manifest.result(sid, number - 1)) is not None and r.status == "done")
+            if not previous_done:
+                break
+            finished = manifest.finished_steps(sid, number)
+            index, state, timing, seconds = first_of[number], {}, {}, 0.0
+            while index < len(steps) and steps[index].key[0] == number and steps[index].name in finished \
+                    and not steps[index].last:
+                row = finished[steps[index].name]
+                state = row["state"]
+                for k, v in (row["timing"] or {}).items():
+                    timing[k] = timing.get(k, 0.0) + v
+                seconds += row["seconds"] or 0.0
+                index += 1
+            positions[sid] = Position(index, state, timing, seconds)
+            break
+    return positions
+
+
+def call_step(step: RunStep, items: list, layout: SparkleLayout) -> list[StageOutcome | None]:
+    """A stepped stage's step over a batch of StepItems; if the batch raises, each item alone (from the state it had),
+    so a bad sample fails only itself. A full disk raises DiskFullError."""
+    from sparkle_fast.stages.common import StageTimer
+
+    states = [copy.deepcopy(item.state) for item in items]
+    try:
+        outcomes = list(step.run(items))
+        if len(outcomes) != len(items):
+            raise RuntimeError(f"step {step.name} returned {len(outcomes)} outcomes for {len(items)} samples")
+        return outcomes
+    except Exception as exc:  # noqa: BLE001
+        if is_disk_full(exc):
+            raise disk_full_error(exc, layout.root, f"{step.name} wrote a batch of samples") from exc
+        if len(items) == 1:
+            traceback.print_exc()  # the full trace for the log; the manifest keeps the message
+            _release_gpu_memory()  # after an out-of-memory error, give the cache back before going on
+            return [items[0].fail(f"{type(exc).__name__}: {exc}")]
+    traceback.print_exc()
+    _release_gpu_memory()
+    results = []
+    for item, state in zip(items, states, strict=True):
+        item.state, item.timer = state, StageTimer()  # the failed batch may have half-written them
+        results.append(call_step(step, [item], layout)[0])
+    return results
+
+
+def commit_outcome(manifest: Manifest, steps: list[RunStep], index: int, sid: str, position: Position,
+                   outcome: StageOutcome | None, item: Any, seconds: float, timing: dict[str, float]) -> \
+        Position | None:
+    """Record one sample's result of steps[index] in the manifest and return where it goes next in this run (None:
+    nowhere). outcome None hands it to the stage's next step (its state committed as a step result); an outcome ends
+    the stage (its record with the ops' backends, seconds and timing summed over the stage's steps); a kept sample
+    goes on to the next stage's first step when that stage is in `steps`. item: the StepItem (None for a stage
+    without steps); timing: the stage's seconds so far including this step's."""
+    from sparkle_fast.stages.steps import finish_outcome
+
+    step = steps[index]
+    number = step.stage.number
+    if outcome is None and not step.last:
+        manifest.finish_step(sid, number, step.name, item.state, seconds=seconds, timing=item.timer.as_dict())
+        return Position(index + 1, item.state, timing, position.seconds + seconds)
+    if outcome is None:
+        outcome = item.done()
+    if item is not None:
+        outcome = finish_outcome(item, outcome)
+    manifest.finish(sid, number, outcome.status, score=outcome.score, reason=outcome.reason, record=outcome.record,
+                    seconds=position.seconds + seconds, timing=timing)
+    following = index + 1
+    if outcome.status == "done" and following < len(steps) and steps[following].key[0] == number + 1:
+        return Position(following, {}, {}, 0.0)
+    return None
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n} bytes"
+
+
+def _next_use(slot: str, current: int, waiting: dict[int, list[str]], steps: list[RunStep]) -> float:
     """The index of the next step that needs `slot`: among the steps with waiting samples, or ahead of the current
     one in pipeline order (samples move forward); inf when none does (released first)."""
     ahead = [i for i in range(current, len(steps)) if steps[i].slot == slot]

@@ -1,18 +1,20 @@
 """The model calls one sample makes, as steps: which model slot each uses, what it waits for, and its size.
 
-This is the step graph the plan (driver/plan.py) schedules and costs. It describes what the five stages do today
-(sparkle_fast/stages/stage1..5.py), one row per model call family, in pipeline order:
+This is the step graph the plan (driver/plan.py) schedules and costs. It is the steps the five stages run
+(sparkle_fast/stages/stage1..5.py, each stage's steps(); tests/test_step_runner.py checks that they agree), one row
+per model call family, in pipeline order:
 
   stage 1  camera_filter [kernels]   camera_verdict [vlm]
   stage 2  scene_instruction [vlm]   edit_frame0 [editor]   score_edit [scorer]
   stage 3  ground_r1 [vlm]   remove_foreground [editor]   score_removal [scorer]   caption_background [vlm]
            animate_background [i2v]
-  stage 4  ground_r2 [vlm]   track [sam3]   vote_pack [kernels]
-  stage 5  control_video [kernels]   render [control]   score_video [scorer]
+  stage 4  ground_r2 [vlm]   track [sam3] (BAIT's vote and bit packing run inside it: the passes' masks stay in memory)
+  stage 5  render [control] (the control video is composed inside it)   score_video [scorer]
 
-`after` lists the steps whose outputs a step reads. Round-2 grounding needs only the clip and the round-1 labels, but
-waits for the removal score so that no VLM call is spent on samples stage 3 rejects; that also lets it share a VLM
-residency with the background caption (one load fewer per chunk).
+`after` lists the steps whose outputs a step reads. A stage starts when the previous one is done (the manifest's
+rule), so round-2 grounding waits for the background video although it reads only the clip and the round-1 labels:
+on a GPU that cannot hold the VLM beside the I2V model this costs one VLM load per chunk more than letting it share
+the caption's residency would.
 
 Token and size figures are per call at Sparkle's clip spec (81 frames, 1280x720); they are the project's estimates
 of what the stages send (prompt lengths measured on our prompts, image tokens from Qwen3-VL's 32-pixel merged
@@ -65,13 +67,11 @@ def step_graph(clip_frames: int = 81, anchor_frames: int = 11, scorer_passes: in
         StepSpec(3, "caption_background", "vlm", ("score_removal",), "vlm", 1, input_tokens=300, output_tokens=120),
         StepSpec(3, "animate_background", "i2v", ("caption_background",), "diffusion", 1, frames=clip_frames,
                  references=0, extra={"steps": 4, "cfg": False}),
-        StepSpec(4, "ground_r2", "vlm", ("score_removal",), "vlm", anchor_frames, input_tokens=img + 300,
+        StepSpec(4, "ground_r2", "vlm", ("animate_background",), "vlm", anchor_frames, input_tokens=img + 300,
                  output_tokens=150),
         StepSpec(4, "track", "sam3", ("ground_r2",), "tracker", 1, frames=clip_frames,
                  extra={"passes": 2 * anchor_frames}),
-        StepSpec(4, "vote_pack", None, ("track",)),
-        StepSpec(5, "control_video", None, ("vote_pack", "animate_background")),
-        StepSpec(5, "render", "control", ("control_video",), "diffusion", 1, frames=clip_frames, references=1,
+        StepSpec(5, "render", "control", ("track", "animate_background"), "diffusion", 1, frames=clip_frames, references=1,
                  extra={"steps": 50, "cfg": True}),
         StepSpec(5, "score_video", "scorer", ("render",), "vlm", scorer_passes * scored_frames,
                  input_tokens=2 * img + 700, output_tokens=150),

@@ -31,7 +31,8 @@ def test_vote_pack_bench_quick(tmp_path):
 
 def test_other_bench_scripts_run_quick(tmp_path):
     """Every other bench script runs end to end on its --quick shapes and writes rows."""
-    for script in ("decode.py", "canny_compose.py", "camera_motion.py", "bait.py", "generation.py", "edges.py"):
+    for script in ("decode.py", "canny_compose.py", "camera_motion.py", "bait.py", "generation.py", "edges.py",
+                   "pipeline.py"):
         out = tmp_path / f"{script}.json"
         result = subprocess.run(
             [sys.executable, str(ROOT / "bench" / script), "--quick", "--device", "cpu", "--warmup", "0",

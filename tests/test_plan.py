@@ -50,9 +50,9 @@ def test_corrupt_header_is_named(tmp_path):
 def test_model_major_phases_load_each_slot_once_per_run_of_ready_steps():
     phases = model_major_phases(step_graph())
     slots = [slot for slot, _ in phases]
-    assert slots == [None, "vlm", "editor", "scorer", "vlm", "editor", "scorer", "vlm", "i2v", "sam3", "control",
-                     "scorer"]
-    assert phases[7] == ("vlm", ["caption_background", "ground_r2"])  # one VLM residency for both
+    assert slots == [None, "vlm", "editor", "scorer", "vlm", "editor", "scorer", "vlm", "i2v", "vlm", "sam3",
+                     "control", "scorer"]
+    assert phases[1] == ("vlm", ["camera_verdict", "scene_instruction"])  # one VLM residency for both
     order = [name for _, names in phases for name in names]
     position = {name: i for i, name in enumerate(order)}
     for step in step_graph():  # every step runs after what it reads

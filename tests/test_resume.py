@@ -1,5 +1,5 @@
-"""Kill-and-resume on the real pipeline: `sparkle-fast demo` SIGKILLed during stages 2, 4 and 5, then rerun,
-ends with the same manifest and the same files as an uninterrupted run (nothing duplicated, nothing lost)."""
+"""Kill-and-resume on the real pipeline: `sparkle-fast demo` SIGKILLed between steps of stages 2, 4 and 5, then
+rerun, ends with the same manifest and the same files as an uninterrupted run (nothing duplicated, nothing lost)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,9 @@ def clean_run(tmp_path_factory) -> dict:
     return snapshot(out)
 
 
-@pytest.mark.parametrize("kill_when", ["[edit] 1/", "[bait] 1/", "[synthesize] 1/"])
+# Between steps: after the first sample's edit (its score not yet run), its round-2 grounding (tracking not yet run)
+# and its render (the scratch video written, EditScore not yet run).
+@pytest.mark.parametrize("kill_when", ["[edit/edit_frame0] 1/", "[bait/ground_r2] 1/", "[synthesize/render] 1/"])
 def test_sigkill_then_rerun_equals_a_clean_run(tmp_path, clean_run, kill_when):
     out = tmp_path / "demo"
     code, log = run_demo(out, kill_when)
@@ -77,4 +79,4 @@ def test_two_worker_processes_equal_a_clean_run(tmp_path, clean_run):
     assert [p.name for p in logs] == ["worker-0.log", "worker-1.log"]
     for path in logs:  # both took part: each ran stage 1 on its shard and finished
         text = path.read_text()
-        assert "[collect] 1/" in text and '"finished": true' in text, text[-2000:]
+        assert "[collect/camera_filter] 1/" in text and '"finished": true' in text, text[-2000:]
