@@ -12,11 +12,21 @@ and the image sizes. Implementations:
   openai                 --url: an OpenAI-compatible server (vLLM / SGLang), all requests in flight at once
   vllm                   --vllm: vLLM's offline engine in this process (GPU node), one generate() for all
 
---quick: the tiny random Qwen3-VL on CPU, one sample with 2 round-2 frames and 1 EditScore pair, 4-token answers
-(checks the script runs; CI).
+The pipeline's own calls (the adapters' tasks: prompts, JSON-schema-constrained decoding, parsing, retries) are
+measured too, over the same samples:
+
+  tasks-batch1           Qwen3VLAdapter / EditScoreAdapter single calls, one sample after another, batch_size 1
+  tasks-batched          the *_many methods over all samples (rows of every sample in calls of --batch-size)
+  tasks-openai           --url: the *_many methods on the openai backend (the server batches the requests)
+
+Their output tokens are the answers re-tokenized (constrained answers end where their JSON ends, so lengths vary).
+
+--quick: the tiny random Qwen3-VL on CPU, one sample with 2 round-2 frames and 1 EditScore pair, 4-token answers,
+and 2 samples through the tasks (checks the script runs; CI).
 
     python bench/vlm.py --quick
     python bench/vlm.py --model /models/qwen3_vl --samples 8 --vllm --url http://127.0.0.1:8000/v1 --served NAME
+    python bench/vlm.py --tasks-only --model DIR --url URL --served NAME   # only the tasks rows
 """
 
 from __future__ import annotations
@@ -103,6 +113,109 @@ def run_all_at_once(backend, requests, lengths) -> int:
     return tokens
 
 
+def task_inputs(samples: int, size: tuple[int, int], frames: int, seed: int = 1) -> list[dict]:
+    """Per sample what the stages hand the adapters: a 16 fps clip, frame 0, its edit, round-2 frames and labels."""
+    rng = np.random.RandomState(seed)
+    height, width = size
+
+    def image():
+        return (rng.rand(height, width, 3) * 255).astype(np.uint8)
+
+    labels = [["woman in a red coat", "brown dog", "leash"], ["man"], ["child", "kite"]]
+    return [{"clip": np.stack([image() for _ in range(20)]), "frame0": image(), "edited": image(),
+             "frames": [image() for _ in range(frames)], "labels": labels[i % len(labels)],
+             "prompt": "Replace the background with a harbor at dusk, boats rocking on the water."}
+            for i in range(samples)]
+
+
+def run_tasks(vlm, scorer, inputs: list[dict], *, batched: bool) -> list:
+    """Every VLM task and EditScore on frame 0 for every sample: single calls one sample at a time, or the *_many
+    methods over all samples. Returns every TaskResult."""
+    if not batched:
+        out = []
+        for x in inputs:
+            out += [vlm.camera_motion_verdict(x["clip"]), vlm.describe_scene(x["frame0"]),
+                    vlm.write_instruction(x["frame0"], "A street with shops.", "location", "coast", "harbor"),
+                    vlm.ground_foreground(x["frame0"], x["edited"]), vlm.background_caption(x["prompt"]),
+                    vlm.ground_per_frame(x["frames"], x["labels"])]
+            if scorer is not None:
+                out.append(scorer.score_edit(x["frame0"], x["edited"], x["prompt"]))
+        return out
+    n = len(inputs)
+    frame0 = [x["frame0"] for x in inputs]
+    out = (vlm.camera_motion_verdict_many([x["clip"] for x in inputs]) + vlm.describe_scene_many(frame0)
+           + vlm.write_instruction_many(frame0, ["A street with shops."] * n, ["location"] * n, ["coast"] * n,
+                                        ["harbor"] * n)
+           + vlm.ground_foreground_many(frame0, [x["edited"] for x in inputs])
+           + vlm.background_caption_many([x["prompt"] for x in inputs])
+           + vlm.ground_per_frame_many([x["frames"] for x in inputs], [x["labels"] for x in inputs]))
+    if scorer is not None:
+        out += scorer.score_edit_many(frame0, [x["edited"] for x in inputs], [x["prompt"] for x in inputs])
+    return out
+
+
+def answer_tokens(tokenizer, results) -> tuple[int, int]:
+    """(generations, output tokens) of TaskResults: every attempt's answer, re-tokenized, plus its stop token."""
+    answers = [a for r in results for a in r.answers]
+    return len(answers), sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers)
+
+
+def measure_tasks(bench, model, processor, args, model_name: str) -> None:
+    """The tasks rows (module docstring)."""
+    from sparkle_fast.models.scorer import EditScoreAdapter, ScorerConfig
+    from sparkle_fast.models.vlm import Qwen3VLAdapter, VLMConfig
+
+    if args.quick or not args.model:
+        config = VLMConfig(reasoning_chars=24, scene_chars=24, prompt_chars=32, caption_chars=24, label_chars=12,
+                           max_objects=3)
+        scorer_config = ScorerConfig(reasoning_chars=16, max_new_tokens=64, passes=1 if args.quick else args.passes)
+        samples, size, frames = (2, (64, 64), 2) if args.quick else (args.samples, (64, 64), 11)
+    else:
+        config, scorer_config = VLMConfig(), ScorerConfig(passes=args.passes)
+        height, width = (int(v) for v in args.image_size.split("x"))
+        samples, size, frames = args.samples, (height, width), 11
+    inputs = task_inputs(samples, size, frames)
+    vlm = Qwen3VLAdapter(model, processor, config)
+    scorer = EditScoreAdapter(model, processor, scorer_config)  # the same backbone, EditScore's prompts and passes
+    case = {"model": model_name, "samples": samples, "tasks": "vlm+editscore", "image": f"{size[0]}x{size[1]}",
+            "round2_frames": frames, "passes": scorer_config.passes}
+    reference: list = []
+
+    def record(impl, batched, note=""):
+        results: list = []
+        cpu: list = []
+
+        def once():
+            start = time.process_time()
+            results[:] = run_tasks(vlm, scorer, inputs, batched=batched)
+            cpu.append(time.process_time() - start)
+
+        row = bench.measure(impl, once, case, note=note, repeat=1)
+        # This process's CPU seconds (all threads): on a shared, loaded host wall time mostly measures the others.
+        row["process_cpu_s"] = cpu[-1]
+        generations, tokens = answer_tokens(processor.tokenizer, results)
+        row.update(requests=generations, requests_per_s=generations / row["median_s"], output_tokens=tokens,
+                   output_tokens_per_s=tokens / row["median_s"], results=len(results),
+                   results_equal_to_batch1=(sum(a == b for a, b in zip(results, reference, strict=True))
+                                            if reference else len(results)))
+        print(f"  {impl}: {generations} generations, {row['requests_per_s']:.2f} requests/s, "
+              f"{row['output_tokens_per_s']:.1f} output tokens/s, {row['process_cpu_s']:.1f} CPU s", flush=True)
+        return results
+
+    vlm.batch_size = scorer.batch_size = 1
+    reference = record("tasks-batch1", batched=False, note="single calls, batch_size 1")
+    vlm.batch_size = scorer.batch_size = args.batch_size
+    record("tasks-batched", batched=True, note=f"*_many, batch_size {args.batch_size}")
+    if args.url:
+        from sparkle_fast.models.vlm_backends.openai_backend import OpenAIBackend
+
+        vlm.backend = OpenAIBackend(args.url, args.served or model_name, concurrency=256)
+        scorer.backend = OpenAIBackend(args.url, args.served or model_name, concurrency=256)
+        record("tasks-openai", batched=True, note=args.url)
+        vlm.backend.release()
+        scorer.backend.release()
+
+
 def main(argv=None) -> int:
     def extra(parser):
         parser.add_argument("--model", default="", help="a Qwen3-VL folder (default: the tiny random model)")
@@ -112,6 +225,8 @@ def main(argv=None) -> int:
         parser.add_argument("--url", default="", help="an OpenAI-compatible server to measure too")
         parser.add_argument("--served", default="", help="the server's model name")
         parser.add_argument("--vllm", action="store_true", help="measure vLLM's offline engine on --model")
+        parser.add_argument("--batch-size", type=int, default=16, help="rows per generate call of the *_many rows")
+        parser.add_argument("--tasks-only", action="store_true", help="only the tasks rows")
 
     bench, args = Bench.from_args("vlm", argv, __doc__.splitlines()[0], extra)
     from sparkle_fast.models.vlm_backends.transformers_backend import TransformersBackend
@@ -147,6 +262,11 @@ def main(argv=None) -> int:
         print(f"  {impl}: {row['requests_per_s']:.2f} requests/s, {row['output_tokens_per_s']:.1f} output tokens/s "
               f"({time.perf_counter() - started:.1f} s measured)", flush=True)
 
+    if args.tasks_only:
+        measure_tasks(bench, model, processor, args, model_name)
+        bench.compare_to("tasks-batch1")
+        bench.finish()
+        return 0
     local = TransformersBackend(model, processor)
     record("transformers-batch1", lambda: run_backend(local, requests, lengths, grouped=False))
     record("transformers-batched", lambda: run_backend(local, requests, lengths, grouped=True))
@@ -163,7 +283,10 @@ def main(argv=None) -> int:
         engine = VLLMBackend(args.model)
         record("vllm", lambda: run_all_at_once(engine, requests, lengths))
         engine.release()
+    else:
+        measure_tasks(bench, model, processor, args, model_name)
     bench.compare_to("transformers-batch1")
+    bench.compare_to("tasks-batch1")
     bench.finish()
     return 0
 
