@@ -333,6 +333,24 @@ def test_attention_backend_math_matches_default_and_cuda_kernels_are_refused_on_
     assert not result.ok and "_flash_3" in result.reason
 
 
+def test_attention_backend_whose_package_is_missing_names_it():
+    """A CUDA kernel whose package is not installed (checked by diffusers' own requirement test, no GPU needed)."""
+    from sparkle_fast.models.attention_backend import backend_problem
+
+    if not installed("flash_attn"):
+        assert "'flash' is not usable here" in backend_problem("flash", "cuda") and \
+            "flash-attn" in backend_problem("flash", "cuda")
+    if not installed("sageattention"):
+        assert "sageattention" in backend_problem("sage", "cuda")
+    assert backend_problem("native", "cpu") is None and backend_problem("", "cpu") is None
+
+
+def installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def test_context_parallel_without_gpus_is_a_clear_per_sample_error():
     gen = fun()
     gen.use_run_config(load_config(overrides={"control.context_parallel": 2}))
