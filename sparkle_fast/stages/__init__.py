@@ -1,5 +1,6 @@
-"""The five Sparkle stages, one module each (stage1 .. stage5), on one interface (base.Stage): a function of one
-sample, its inputs and the models it needs, returning artifacts and a keep/reject decision with a reason. Stages know
+"""The five Sparkle stages, one module each (stage1 .. stage5), on one interface (base.Stage). Each stage is a short
+sequence of steps (steps.py: one model slot per step, over a batch of samples) that produce its artifacts and a
+keep/reject decision with a reason; run(sample) runs them for one sample with all its models loaded. Stages know
 nothing about the CLI, the manifest, GPU counts or Ray.
 
     all_stages() -> [CollectStage(), EditStage(), BackgroundStage(), BaitStage(), SynthesizeStage()]
