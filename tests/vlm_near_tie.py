@@ -53,7 +53,7 @@ class Row:
     json_schema: dict | None
     sampling: object
     tokens: list[int]
-    logits: torch.Tensor  # (steps, vocab) raw logits, float32
+    logits: torch.Tensor | None  # (steps, vocab) raw logits, float32 (None: a server's row)
     answer: str
     batch: int  # rows in its generate call
 
@@ -129,16 +129,18 @@ def near_tie(row: Row, single: Row) -> Flip | None:
                 min(len(row.tokens), len(single.tokens)))
     assert step < min(len(row.tokens), len(single.tokens)), \
         f"one answer is a prefix of the other ({row.answer!r} vs {single.answer!r}): not a tie"
-    ref, other = single.logits[step], row.logits[step]
+    ref, other = single.logits[step], (row.logits[step] if row.logits is not None else None)
     scale = float(ref.abs().max())
     chosen, flipped = single.tokens[step], row.tokens[step]
     if row.sampling.temperature <= 0:
         gap = float(ref[chosen] - ref[flipped])
-        gap_batched = float(other[flipped] - other[chosen])
+        # A server gives no logits (row.logits None): the batch-1 transformers logits must show the tie.
+        gap_batched = 0.0 if other is None else float(other[flipped] - other[chosen])
         assert 0.0 <= gap <= REL_TOL * scale and gap_batched >= 0.0 and gap_batched <= REL_TOL * scale, (
             f"batched {row.answer!r} != alone {single.answer!r} at token {step}: logit gap {gap:.3g} (batched "
             f"{gap_batched:.3g}) is not a near-tie (tolerance {REL_TOL} x {scale:.3g})")
     else:
+        assert other is not None, "a sampled row needs its own logits for the proof"
         gap = float((ref - other).abs().max())
         assert gap <= REL_TOL * scale, (
             f"sampled batched {row.answer!r} != alone {single.answer!r} at token {step}: logits differ by "
