@@ -6,6 +6,12 @@ Sam3TrackerVideoProcessor), configured a few hundred kilobytes to a few megabyte
 `save_tiny_models(root)` writes them in the `--models DIR` layout of `slots.py`, so the real from_pretrained loading
 code runs on them too. Their outputs are noise: only the shapes and the call paths mean anything.
 
+Real downsampling and patching, tiny widths and depths: every tiny model keeps its real model's resolution handling
+(Qwen3-VL's 16 px patches, 2x2 merge and the real processors' pixel bounds; FLUX.2's 8x VAE and 2x2 latent patching;
+Wan's 8x spatial / 4x temporal VAE and 1x2x2 patches; SAM3's fixed square input), so a dry run at a real clip size
+(`--models tiny`) costs what the real models cost divided by width and depth: the same token counts, the same
+attention lengths. The structural facts are tested in tests/test_tiny_scaling.py; bench/dry_run.py times it.
+
 Config constraints (learned the hard way, see shared/FACTS.md): Qwen3-VL's mrope_section must sum to head_dim/2;
 FLUX.2-klein's text_encoder_out_layers must name layers the tiny text encoder has (we pass (1,)); SAM3's tracker needs
 memory_encoder_output_channels 64, a tracker hidden size that is a multiple of 64 and > 64, and an image size that is a
@@ -67,32 +73,49 @@ def tiny_qwen_tokenizer(vocab_size: int = 360):
     return tokenizer
 
 
+# Qwen3-VL's released preprocessor_config.json / video_preprocessor_config.json (Qwen/Qwen3-VL-*-Instruct): pixel
+# bounds per image and per video (all sampled frames together), 16 px patches, 2 frames per temporal patch, 2x2 merge.
+QWEN3_VL_PATCH_SIZE = 16
+QWEN3_VL_MERGE_SIZE = 2
+# The one change: the tiny processor's image minimum is 32x32 px, not 256x256 (65,536), so that the tests' and the
+# demo's small images stay a few tokens; every frame of a real clip size is above both minimums, where the counts
+# are the real ones.
+QWEN3_VL_IMAGE_PIXELS = {"shortest_edge": 65536, "longest_edge": 16777216}
+TINY_IMAGE_MIN_PIXELS = 32 * 32
+QWEN3_VL_VIDEO_PIXELS = {"shortest_edge": 4096, "longest_edge": 25165824}
+QWEN3_VL_MEAN_STD = [0.5, 0.5, 0.5]
+
+
 def tiny_qwen3_vl(seed: int = 0):
     """(Qwen3VLForConditionalGeneration, Qwen3VLProcessor): 2 text + 2 vision layers, hidden 32, ~160k params.
 
-    Images are resized to 32x32..64x64 pixels (4..16 patches of 16 px, 1..4 tokens after 2x2 merging), videos
-    are sampled at 2 fps like the real processor does.
+    The processors are the real model's (QWEN3_VL_* above) but for a lower image minimum: an image of at least
+    256x256 px becomes as many 16 px patches and 2x2-merged tokens as with Qwen3-VL (a 640x360 frame: 640x352,
+    40x22 patches, 220 tokens); videos are sampled at 2 fps with 2 frames per temporal patch, within the real pixel
+    budget. Only widths and depths are tiny.
     """
     from transformers import Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
     tokenizer = tiny_qwen_tokenizer()
-    pixels = {"shortest_edge": 32 * 32, "longest_edge": 64 * 64}
-    image_processor = Qwen2VLImageProcessor(patch_size=16, temporal_patch_size=2, merge_size=2, size=pixels)
-    video_processor = Qwen3VLVideoProcessor(patch_size=16, temporal_patch_size=2, merge_size=2, fps=2,
-                                            size={"shortest_edge": 32 * 32, "longest_edge": 64 * 64 * 16},
-                                            min_frames=2, max_frames=16)
+    patching = dict(patch_size=QWEN3_VL_PATCH_SIZE, temporal_patch_size=2, merge_size=QWEN3_VL_MERGE_SIZE,
+                    image_mean=QWEN3_VL_MEAN_STD, image_std=QWEN3_VL_MEAN_STD)
+    image_processor = Qwen2VLImageProcessor(size={**QWEN3_VL_IMAGE_PIXELS, "shortest_edge": TINY_IMAGE_MIN_PIXELS},
+                                            **patching)
+    video_processor = Qwen3VLVideoProcessor(size=dict(QWEN3_VL_VIDEO_PIXELS), fps=2, min_frames=4, max_frames=768,
+                                            **patching)
     processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                  video_processor=video_processor, chat_template=TINY_CHAT_TEMPLATE)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     config = Qwen3VLConfig(
         text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=4096,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=262144,
                          pad_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1],
                                           "mrope_interleaved": True}),
         vision_config=dict(depth=2, hidden_size=32, intermediate_size=32, num_heads=4, out_hidden_size=32,
-                           patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
+                           patch_size=QWEN3_VL_PATCH_SIZE, spatial_merge_size=QWEN3_VL_MERGE_SIZE,
+                           temporal_patch_size=2, num_position_embeddings=16,
                            deepstack_visual_indexes=[0, 1]),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
@@ -106,11 +129,19 @@ def tiny_qwen3_vl(seed: int = 0):
     return model, processor
 
 
+# FLUX.2's VAE (AutoencoderKLFlux2's defaults, the released config): four levels (8x down), latents patchified 2x2
+# before the transformer (patch_size 1 there): an image of H x W is (H/16) x (W/16) transformer tokens.
+FLUX2_VAE_LEVELS = 4
+FLUX2_LATENT_PATCH = 2
+
+
 def tiny_flux2_klein(seed: int = 0):
-    """A Flux2KleinPipeline with a 1+1-block transformer, a 1-level VAE and a 2-layer Qwen3 text encoder.
+    """A Flux2KleinPipeline with a 1+1-block transformer, a 4-level VAE (8x down like the real one, widths 4-8) and a
+    2-layer Qwen3 text encoder.
 
     Call it with text_encoder_out_layers=(1,) (the tiny encoder has 2 layers; the real default names deeper ones):
-    `FluxKleinEditor.tiny()` does. Reference images must be >= 64 px a side (as with the real pipeline).
+    `FluxKleinEditor.tiny()` does. Reference images must be >= 64 px a side (as with the real pipeline); like the
+    real pipeline it works at multiples of 16 px (a 640x360 frame: 640x352, 40x22 = 880 tokens per image).
     """
     from diffusers import (
         AutoencoderKLFlux2,
@@ -125,7 +156,9 @@ def tiny_flux2_klein(seed: int = 0):
                                "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        transformer = Flux2Transformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+        latent_channels = 4  # the real VAE: 32, i.e. 128 transformer input channels after the 2x2 patching
+        transformer = Flux2Transformer2DModel(patch_size=1, in_channels=latent_channels * FLUX2_LATENT_PATCH ** 2,
+                                              num_layers=1, num_single_layers=1,
                                               attention_head_dim=16, num_attention_heads=2, joint_attention_dim=16,
                                               timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4],
                                               guidance_embeds=False)
@@ -133,9 +166,10 @@ def tiny_flux2_klein(seed: int = 0):
                                                     num_attention_heads=2, num_key_value_heads=2, head_dim=8,
                                                     vocab_size=len(tokenizer), max_position_embeddings=1024))
         vae = AutoencoderKLFlux2(sample_size=32, in_channels=3, out_channels=3,
-                                 down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
-                                 block_out_channels=(4,), layers_per_block=1,
-                                 latent_channels=1, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False)
+                                 down_block_types=("DownEncoderBlock2D",) * FLUX2_VAE_LEVELS,
+                                 up_block_types=("UpDecoderBlock2D",) * FLUX2_VAE_LEVELS,
+                                 block_out_channels=(4, 8, 8, 8), layers_per_block=1, latent_channels=latent_channels,
+                                 norm_num_groups=4, patch_size=(FLUX2_LATENT_PATCH, FLUX2_LATENT_PATCH))
     return Flux2KleinPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder.eval(),
                               tokenizer=tokenizer, transformer=transformer.eval(), is_distilled=True)
 
@@ -243,6 +277,12 @@ def tiny_wan_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
+# Wan2.2's transformers (released configs): 1x2x2 patches over the VAE's latents, rotary tables for 1024 positions per
+# axis (a 1280x720 clip is 80 latent patches wide; the table's length changes no value at smaller sizes).
+WAN_PATCH_SIZE = (1, 2, 2)
+WAN_ROPE_MAX_SEQ_LEN = 1024
+
+
 def tiny_wan_transformer(in_channels: int = 36, seed: int = 0):
     """WanTransformer3DModel with 2 layers, 2 heads of 12, text_dim 32: ~40k params. in_channels 36 = I2V
     (16 noise + 4 mask + 16 image latents), 52 = Fun-Control (16 noise + 16 control + 4 mask + 16 image)."""
@@ -250,15 +290,16 @@ def tiny_wan_transformer(in_channels: int = 36, seed: int = 0):
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+        return WanTransformer3DModel(patch_size=WAN_PATCH_SIZE, num_attention_heads=2, attention_head_dim=12,
                                      in_channels=in_channels, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
                                      num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-                                     rope_max_seq_len=32).eval()
+                                     rope_max_seq_len=WAN_ROPE_MAX_SEQ_LEN).eval()
 
 
 def tiny_wan_parts(seed: int = 0):
     """(tokenizer, UMT5EncoderModel d_model 32, AutoencoderKLWan z_dim 16 with 4x temporal / 8x spatial
-    compression like the real VAE) shared by the tiny Wan pipelines."""
+    compression like the real VAE: three 2x levels, two of them also 2x in time; width 3 instead of 96, no residual
+    blocks between them instead of 2) shared by the tiny Wan pipelines."""
     from diffusers import AutoencoderKLWan
     from transformers import UMT5Config, UMT5EncoderModel
 
@@ -266,7 +307,9 @@ def tiny_wan_parts(seed: int = 0):
         torch.manual_seed(seed)
         text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=37, num_layers=2,
                                                    num_heads=4, relative_attention_num_buckets=8)).eval()
-        vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+        # No residual blocks between the resamplings (the real VAE has 2): at full resolution the width-3 convolutions
+        # run on PyTorch's slow CPU conv3d path, and these blocks were most of a dry run's VAE time.
+        vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=0,
                                temperal_downsample=[False, True, True]).eval()
     return tiny_wan_tokenizer(), text_encoder, vae
 
@@ -290,10 +333,10 @@ def tiny_wan_fun_control_transformer(seed: int = 0, ref_conv: bool = True):
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return WanFunControlTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
-                                               in_channels=52, out_channels=16, text_dim=32, freq_dim=256,
-                                               ffn_dim=32, num_layers=2, cross_attn_norm=True,
-                                               qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        return WanFunControlTransformer3DModel(patch_size=WAN_PATCH_SIZE, num_attention_heads=2,
+                                               attention_head_dim=12, in_channels=52, out_channels=16, text_dim=32,
+                                               freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+                                               qk_norm="rms_norm_across_heads", rope_max_seq_len=WAN_ROPE_MAX_SEQ_LEN,
                                                add_ref_conv=ref_conv, in_dim_ref_conv=16).eval()
 
 
@@ -321,10 +364,11 @@ def tiny_wan_vace(seed: int = 0):
     def expert(s):
         with torch.random.fork_rng():
             torch.manual_seed(s)
-            return WanVACETransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+            return WanVACETransformer3DModel(patch_size=WAN_PATCH_SIZE, num_attention_heads=2, attention_head_dim=12,
                                              in_channels=16, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
                                              num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-                                             rope_max_seq_len=32, vace_layers=[0, 1], vace_in_channels=96).eval()
+                                             rope_max_seq_len=WAN_ROPE_MAX_SEQ_LEN, vace_layers=[0, 1],
+                                             vace_in_channels=96).eval()
 
     return WanVACEPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                            scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), transformer=expert(seed + 1),
