@@ -102,11 +102,16 @@ class RunStep:
 
 
 def stage_steps(stage: Stage) -> list[RunStep]:
+    """The stage's steps as the runner schedules them. A stage holding `given_models` (adapters its caller made:
+    tests, an embedding pipeline) uses those for its slots, keyed "given:<stage>:<slot>", never loaded or released
+    by the runner."""
     steps = stage.steps() if callable(getattr(stage, "steps", None)) else None
     if not steps:
         return [RunStep((stage.number, 0), stage, stage.name, f"stage:{stage.name}", None, True)]
-    return [RunStep((stage.number, i), stage, s.name, s.slot, s.run, i == len(steps) - 1)
-            for i, s in enumerate(steps)]
+    given = getattr(stage, "given_models", None) is not None
+    return [RunStep((stage.number, i), stage, s.name,
+                    f"given:{stage.number}:{s.slot}" if given and s.slot is not None else s.slot, s.run,
+                    i == len(steps) - 1) for i, s in enumerate(steps)]
 
 
 # --- resident models ----------------------------------------------------------------------------------------------
@@ -343,12 +348,17 @@ class LocalRunner:
 
     def _slot_cache(self, steps: list[RunStep], config: Any, models_source: Any) -> SlotCache:
         def load(slot: str) -> Any:
+            if slot.startswith("given:"):
+                _, number, name = slot.split(":")
+                return next(s.stage for s in steps if s.key[0] == int(number)).given_models[name]
             if slot.startswith("stage:"):
                 stage = next(s.stage for s in steps if s.slot == slot)
                 return load_stage_models(stage, models_source, config)
             return load_slot_model(slot, models_source, config)
 
         def release(slot: str, value: Any) -> None:
+            if slot.startswith("given:"):
+                return  # the caller's adapters: theirs to release
             if slot.startswith("stage:"):
                 next(s.stage for s in steps if s.slot == slot).release_models(value)
             elif hasattr(value, "release"):
@@ -378,7 +388,8 @@ class LocalRunner:
                 models = cache.get(step.slot, functools.partial(_next_use, current=index, waiting=waiting, steps=steps))
                 load_seconds = cache.stats[step.slot].load_seconds - before
             if step.run is not None:  # a stepped stage sees every resident slot by name (and the lazy ones)
-                models = self._resident_models(cache)
+                given = getattr(step.stage, "given_models", None)
+                models = {**self._lazy, **given} if given is not None else self._resident_models(cache)
             slot = None if step.slot is None or step.slot.startswith("stage:") else step.slot
             stats = self.step_stats.setdefault(step.key, StepStats(step.key[0], step.name, slot))
             todo, size = waiting[index], self._batch_size(step, config)
@@ -394,7 +405,7 @@ class LocalRunner:
 
     def _resident_models(self, cache: SlotCache) -> dict:
         """The resident slots by name, plus the lazily loaded ones (stage 5's line-art detector)."""
-        models = {slot: value for slot, value in cache.resident.items() if not slot.startswith("stage:")}
+        models = {slot: value for slot, value in cache.resident.items() if ":" not in slot}
         return {**self._lazy, **models}
 
     def _choose(self, waiting: dict[int, list[str]], steps: list[RunStep], cache: SlotCache) -> int:

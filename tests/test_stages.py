@@ -170,7 +170,9 @@ class FakeFrameScorer:
 
 
 def _with_models(stage, models):
-    """The stage with its load_models replaced by ready stand-ins."""
+    """The stage with ready stand-ins for its models (the step runner uses given_models; whole-stage calls use
+    load_models)."""
+    stage.given_models = models
     stage.load_models = lambda source: models
     stage.release_models = lambda loaded: None
     return stage
@@ -267,7 +269,7 @@ def test_record_backends_nests_and_a_pinned_backend_an_op_lacks_resolves_as_auto
 def test_stage1_batch_gives_each_sample_the_outcome_it_gets_alone(tmp_path):
     """run_batch: one outcome per sample, in order, each equal (decision, record, the ops its clip reached) to what
     the sample gets in a batch of its own; an unreadable video in the batch is only its own rejection."""
-    from sparkle_fast.driver.runner import LocalRunner
+    from sparkle_fast.driver.runner import run_group
 
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"junk" * 50)
@@ -275,11 +277,10 @@ def test_stage1_batch_gives_each_sample_the_outcome_it_gets_alone(tmp_path):
                Sample("Sparkle_time_000001", "time", str(broken)),
                Sample("Sparkle_time_000002", "time", _clip(tmp_path, "pan", "pan.mp4"))]
     stage = CollectStage()
-    runner = LocalRunner(chunk_size=8, max_attempts=1)
     out = layout.SparkleLayout(tmp_path / "out")
     contexts = [_context(tmp_path, {"vlm": FakeVLM()}) for _ in samples]
-    together = runner._run_batch(stage, samples, contexts, out)
-    alone = [runner._run_batch(stage, [s], [c], out)[0] for s, c in zip(samples, contexts, strict=True)]
+    together = run_group(stage, samples, contexts, out)
+    alone = [run_group(stage, [s], [c], out)[0] for s, c in zip(samples, contexts, strict=True)]
     assert [o.status for o in together] == ["done", "rejected", "rejected"]
     for a, b in zip(together, alone, strict=True):
         assert (a.status, a.reason, a.record) == (b.status, b.reason, b.record)

@@ -481,8 +481,9 @@ def score_edited_video_many(scorer: EditScoreAdapter, items: Sequence[tuple[str,
         jobs.append(([source_video[i] for i in indices], [edited_video[i] for i in indices], prompt))
         where.append(index)
         meta.append((sample_id, prompt, indices))
-    for index, (sample_id, prompt, indices), scored in zip(where, meta, scorer.score_frames_many(jobs, passes=passes),
-                                                           strict=True):
+    many = getattr(scorer, "score_frames_many", None)  # a stand-in scorer may only score one video at a time
+    scores = many(jobs, passes=passes) if callable(many) else [scorer.score_frames(*job, passes=passes) for job in jobs]
+    for index, (sample_id, prompt, indices), scored in zip(where, meta, scores, strict=True):
         if not scored.ok:
             results[index] = scored
             continue

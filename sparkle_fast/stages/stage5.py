@@ -172,10 +172,7 @@ def score_video(items: list[StepItem]) -> list:
                                                                                         saved["edited"])))
     scorer = items[0].context.models["scorer"]
     started = time.perf_counter()
-    if hasattr(scorer_module, "score_edited_video_many"):
-        results = list(scorer_module.score_edited_video_many(scorer, jobs))
-    else:
-        results = [scorer_module.score_edited_video(scorer, *job) for job in jobs]
+    results = list(scorer_module.score_edited_video_many(scorer, jobs))  # every sample's frames in shared batches
     share_seconds(items, "model", started)
     for i, (item, scored) in enumerate(zip(items, results, strict=True)):
         if not scored.ok:

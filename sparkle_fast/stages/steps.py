@@ -144,6 +144,9 @@ class SteppedStage:
     number: int
     name: str
     model_slots: tuple[str, ...]
+    # Adapters by slot that the caller made (tests, a pipeline embedding the stage): the runner uses them instead of
+    # loading the slots, and never releases them. None: the runner loads the slots (slot_loaders.py).
+    given_models: dict | None = None
 
     def steps(self) -> list[Step]:  # pragma: no cover - each stage defines it
         raise NotImplementedError
