@@ -5,7 +5,9 @@
 Five stages that do nothing (each returns `done` with a small record) run over N registered samples on a fresh
 manifest. Both runners write every outcome to the SQLite manifest, so that is included.
   local  runs N and 2N samples; the slope (T(2N) - T(N)) / (N x 5) is its cost per sample per step.
-  ray    streams the samples through five actor pools of one actor each, on a local Ray instance started once by
+  ray    streams the samples through five actor pools of one actor each (stages without steps() get a pool each,
+         "stage:noopK"; the driver's per-step scheduling and commits are the same as for the slot pools), on a
+         local Ray instance started once by
          this script (its start is not counted). Its cost per sample per step is the mean spacing of the recorded
          outcomes once they flow, (t_last - t_first) / (outcomes - 1): the steady state with the pools pipelined.
          Starting the actors (each imports the stages' libraries) is a fixed cost per run, reported beside it: on a

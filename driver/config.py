@@ -26,7 +26,8 @@
                   docs/GENERATION.md): cfg_batch, cache = "none" | "first_block", cache_threshold, fp8 = "none" |
                   "weight" | "dynamic", attention_backend, context_parallel, context_parallel_kind
 
-    [memory]      gpu_memory_gib = 0 (the budget for resident models; 0 = the GPU's), plan_gpu (ours)
+    [memory]      gpu_memory_gib = 0 (the budget for resident models; 0 = the GPU's), plan_gpu, wan_placement =
+                  "auto" | "resident" | "sequential_experts" | "model_offload", vae_tiling (ours)
     [batch]       samples per model call per slot: vlm, scorer, editor, sam3, i2v, control, camera (ours)
 
 An unknown section or key, or a value of the wrong type, is an error naming the file and the key: a typo must not
@@ -174,13 +175,19 @@ class ControlSection(GenerationLeverKeys):
 
 @dataclass
 class RayConfig:
-    """`sparkle-fast run --runner ray` (driver/ray_runner.py): one actor pool per stage."""
+    """`sparkle-fast run --runner ray` (driver/ray_runner.py, docs/RAY.md): one actor pool per model slot, plus the
+    CPU pool ("cpu") of the steps without a model."""
 
-    actors_per_stage: int = 1  # actors per pool; each loads its stage's models once
-    gpus_per_actor: float = 1.0  # for stages with models, on clusters that have GPUs (fractions share a GPU)
+    actors_per_pool: int = 1  # actors per pool; each loads its slot's model once
+    gpus_per_actor: float = 1.0  # for model pools, on clusters that have GPUs (fractions share a GPU); cpu pool: 0
     cpus_per_actor: float = 1.0
+    actors: dict = field(default_factory=dict)  # per-pool override of actors_per_pool, e.g. {vlm = 2}
+    gpus: dict = field(default_factory=dict)  # per-pool override of gpus_per_actor, e.g. {sam3 = 0.25}
     max_in_flight_per_actor: int = 2  # calls queued on an actor at once (back-pressure)
     status_seconds: float = 30.0  # how often the pool table is printed and the Ray metrics updated
+
+
+WAN_PLACEMENTS = ("auto", "resident", "sequential_experts", "model_offload")
 
 
 @dataclass
@@ -191,6 +198,11 @@ class MemorySection:
 
     gpu_memory_gib: float = 0.0  # the budget; 0 = the GPU's memory less the plan's reserve (none on a CPU: unbounded)
     plan_gpu: str = ""  # the GPU the plan sizes slots for ("" = H100), see `sparkle-fast plan`
+    # How the Wan pipelines (i2v, control) hold their weights: "auto" (the plan's mode for the budget: resident when
+    # everything fits, else one expert at a time, else model CPU offload), "resident", "sequential_experts" (one
+    # expert on the GPU, the other on the host; swapped at the boundary step) or "model_offload" (diffusers).
+    wan_placement: str = "auto"
+    vae_tiling: bool = False  # Wan VAE encode/decode in tiles: less memory at 720p, a little slower
 
 
 @dataclass
@@ -437,6 +449,9 @@ def check_config(config: PipelineConfig) -> None:
     small = [f"batch.{k}" for k, v in dataclasses.asdict(config.batch).items() if v < 1]
     if small:
         problems.append(f"{', '.join(small)} must be >= 1")
+    if config.memory.wan_placement not in WAN_PLACEMENTS:
+        problems.append(f"memory.wan_placement must be one of {', '.join(WAN_PLACEMENTS)}, got "
+                        f"{config.memory.wan_placement!r}")
     if config.memory.gpu_memory_gib < 0:
         problems.append(f"memory.gpu_memory_gib must be >= 0 (0: the GPU's), got {config.memory.gpu_memory_gib}")
     if config.run.ablation not in ABLATIONS:
