@@ -240,13 +240,24 @@ def configure_adapter(adapter: Any, config: Any, slot: str | None = None) -> Non
         adapter.batch_size = int(getattr(batch, slot))
 
 
-def load_slot_model(slot: str, models_source: Any, config: Any) -> Any:
-    """One model slot's adapter with the run's settings (see load_stage_models)."""
+# The plan's mode of a Wan slot (driver/plan.py) -> how slot_loaders places it; "sequential_offload" (one block at a
+# time) is not offered by the adapters, so model offload is the closest.
+PLAN_PLACEMENT = {"resident": "resident", "sequential_experts": "sequential_experts", "model_offload": "model_offload",
+                  "sequential_offload": "model_offload"}
+
+
+def load_slot_model(slot: str, models_source: Any, config: Any, plan_modes: dict[str, str] | None = None) -> Any:
+    """One model slot's adapter with the run's settings (see load_stage_models). A Wan slot is placed as [memory]
+    wan_placement says ("auto": the plan's mode for it, plan_modes; resident without one)."""
     from sparkle_fast.models.vlm_backends import use_settings
     from sparkle_fast.stages.slot_loaders import load_slot
 
     use_settings(getattr(config, "vlm", None))
-    adapter = load_slot(slot, models_source)
+    memory = getattr(config, "memory", None)
+    placement = getattr(memory, "wan_placement", "auto")
+    if placement == "auto":
+        placement = PLAN_PLACEMENT.get((plan_modes or {}).get(slot, "resident"), "resident")
+    adapter = load_slot(slot, models_source, placement, bool(getattr(memory, "vae_tiling", False)))
     configure_adapter(adapter, config, slot)
     return adapter
 
@@ -354,7 +365,7 @@ class LocalRunner:
             if slot.startswith("stage:"):
                 stage = next(s.stage for s in steps if s.slot == slot)
                 return load_stage_models(stage, models_source, config)
-            return load_slot_model(slot, models_source, config)
+            return load_slot_model(slot, models_source, config, modes)
 
         def release(slot: str, value: Any) -> None:
             if slot.startswith("given:"):
@@ -364,9 +375,9 @@ class LocalRunner:
             elif hasattr(value, "release"):
                 value.release()
 
-        budget, planned = self.budget_bytes, self.planned_bytes
+        budget, planned, modes = self.budget_bytes, self.planned_bytes, {}
         if budget is None and planned is None:
-            budget, planned = memory_plan(config, models_source, [s.slot for s in steps if s.slot])
+            budget, planned, modes = memory_plan(config, models_source, [s.slot for s in steps if s.slot])
         return SlotCache(load, release, budget, planned)
 
     def _run_chunk(self, chunk: list[str], steps: list[RunStep], samples: dict[str, Sample], manifest: Manifest,
@@ -587,46 +598,47 @@ def _peak_bytes() -> int:
     return int(torch.cuda.max_memory_allocated())
 
 
-def memory_plan(config: Any, models_source: Any, slots: Sequence[str]) -> tuple[int | None, dict[str, int]]:
+def memory_plan(config: Any, models_source: Any, slots: Sequence[str]) \
+        -> tuple[int | None, dict[str, int], dict[str, str]]:
     """(budget bytes or None, slot -> planned resident bytes) for a run: the budget is [memory] gpu_memory_gib, else
     the GPU's memory less the plan's reserve when torch sees a GPU, else unbounded (a CPU run); the bytes come from
     the plan (driver/plan.py: safetensors headers, the mode each slot needs) for a --models folder, and are measured
-    after loading for the tiny models."""
+    after loading for the tiny models. The third item maps each planned slot to the plan's mode (resident,
+    sequential_experts, model_offload, ...)."""
     from .plan import GIB, RESERVE_FRACTION
 
     memory = getattr(config, "memory", None)
-    gib = float(getattr(memory, "gpu_memory_gib", 0.0) or 0.0)
-    budget = None
-    if gib > 0:
-        budget = int(gib * GIB * (1 - RESERVE_FRACTION))
-    else:
+    gib: float | None = float(getattr(memory, "gpu_memory_gib", 0.0) or 0.0) or None
+    if gib is None:
         try:
             import torch
 
             if torch.cuda.is_available():
-                budget = int(torch.cuda.get_device_properties(0).total_memory * (1 - RESERVE_FRACTION))
+                gib = torch.cuda.get_device_properties(0).total_memory / GIB
         except ImportError:
             pass
+    budget = None if gib is None else int(int(gib * GIB) * (1 - RESERVE_FRACTION))  # as the plan computes it
     planned: dict[str, int] = {}
+    modes: dict[str, str] = {}
     if not (isinstance(models_source, str) and models_source == "tiny") and models_source is not None:
         from .plan import make_plan
 
         model_slots = tuple(sorted({s for s in slots if not s.startswith("stage:")}))
         if model_slots:
             try:
-                plan = make_plan(models_source, gpu=getattr(memory, "plan_gpu", "") or None,
-                                 gpu_memory_gib=(budget / GIB / (1 - RESERVE_FRACTION)) if budget else None,
+                plan = make_plan(models_source, gpu=getattr(memory, "plan_gpu", "") or None, gpu_memory_gib=gib,
                                  slots=model_slots)
             except Exception:  # noqa: BLE001 - a folder the plan cannot size is measured after loading instead
                 traceback.print_exc()
-                return budget, planned
+                return budget, planned, modes
             for slot, slot_plan in plan.slots.items():
                 if slot_plan.mode is not None:
+                    modes[slot] = slot_plan.mode
                     planned[slot] = slot_plan.resident_bytes + slot_plan.working_bytes_per_item * max(
                         slot_plan.batch_size, 1)
                 elif budget is not None:
                     planned[slot] = slot_plan.weight_bytes  # fits in no mode: check_fits names it
-    return budget, planned
+    return budget, planned, modes
 
 
 def run_group(stage: Stage, group: list[Sample], contexts: list[StageContext],

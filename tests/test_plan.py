@@ -8,6 +8,7 @@ import pytest
 from real_size_models import write_real_size_models, write_sparse_safetensors
 
 from sparkle_fast.driver.cli import main
+from sparkle_fast.driver.config import load_config
 from sparkle_fast.driver.plan import GIB, make_plan
 from sparkle_fast.driver.step_graph import StepSpec, model_major_phases, step_graph
 from sparkle_fast.models.weights import WeightsError, block_name, folder_weights
@@ -112,3 +113,32 @@ def test_plan_cli_unknown_gpu(real_models, capsys):
     root, _ = real_models
     assert main(["plan", "--models", str(root), "--gpu", "TPU"]) == 2
     assert "unknown GPU" in capsys.readouterr().err
+
+
+def test_the_runner_takes_slot_bytes_and_wan_placement_from_the_plan(real_models, monkeypatch):
+    """A run on real-size folders: the runner's budget and slot bytes are the plan's, and the Wan slots load as the
+    plan holds them ("auto"), or as [memory] wan_placement says."""
+    from sparkle_fast.driver import runner
+    from sparkle_fast.stages import slot_loaders
+
+    root, _ = real_models
+    config = load_config(overrides={"memory.gpu_memory_gib": 80})
+    slots = ["vlm", "editor", "scorer", "sam3", "i2v", "control"]
+    budget, planned, modes = runner.memory_plan(config, root, slots)
+    plan = make_plan(root, gpu_memory_gib=80)
+    assert budget == plan.usable_bytes
+    for slot in slots:
+        p = plan.slots[slot]
+        assert planned[slot] == p.resident_bytes + p.working_bytes_per_item * max(p.batch_size, 1) <= budget
+        assert modes[slot] == p.mode
+    assert modes["control"] == "sequential_experts"
+    seen = []
+    monkeypatch.setattr(slot_loaders, "load_slot", lambda slot, source, placement, tiling: seen.append(
+        (slot, placement, tiling)))
+    runner.load_slot_model("i2v", root, config, modes)
+    runner.load_slot_model("vlm", root, config, modes)
+    runner.load_slot_model("control", root, load_config(overrides={"memory.wan_placement": "model_offload",
+                                                                   "memory.vae_tiling": True}), modes)
+    runner.load_slot_model("control", root, config, modes)
+    assert seen == [("i2v", runner.PLAN_PLACEMENT[modes["i2v"]], False), ("vlm", "resident", False),
+                    ("control", "model_offload", True), ("control", "sequential_experts", False)]

@@ -66,6 +66,7 @@ from PIL import Image
 
 from sparkle_fast.models.base import TaskResult, free_memory, pick_device, pick_dtype, to_pil
 from sparkle_fast.models.i2v import (
+    SpeedOptions,
     WanGeneratorSetup,
     WanSamplingConfig,
     apply_speed_options,
@@ -469,7 +470,7 @@ class FunControlGenerator(WanGeneratorSetup):
     @classmethod
     def from_pretrained(cls, folder, *, backend: str = "fun", device=None, dtype=None,
                         config: FunControlConfig | None = None, lora_high=None, lora_low=None,
-                        lora_scale: float | None = None):
+                        lora_scale: float | None = None, speed: SpeedOptions | None = None):
         """Load the control slot ("fun": our converted folder) or the vace slot ("vace": a diffusers WanVACEPipeline
         folder). With a config (or LoRAs) the settings are applied now (distilled mode: LoRAs from lora_high/low,
         else config.lora_high/low, else folder/lightx2v/, or config.experts_distilled; else ModelLoadError); without
@@ -502,7 +503,8 @@ class FunControlGenerator(WanGeneratorSetup):
         generator = cls(pipeline, config, backend=backend, device=device, folder=folder)
         if eager:
             generator._apply(config)
-        generator._swapper = apply_speed_options(pipeline, config.speed, device)
+        # speed: where the weights live (the runner passes the plan's placement) without applying the settings now
+        generator._swapper = apply_speed_options(pipeline, speed or config.speed, device)
         return generator
 
     @classmethod

@@ -489,7 +489,8 @@ class WanI2VGenerator(WanGeneratorSetup):
 
     @classmethod
     def from_pretrained(cls, folder, *, device=None, dtype=None, config: I2VConfig | None = None,
-                        lora_high=None, lora_low=None, lora_scale: float | None = None):
+                        lora_high=None, lora_low=None, lora_scale: float | None = None,
+                        speed: SpeedOptions | None = None):
         """Load the i2v slot folder (checked first: ModelFolderError names the slot and the missing file).
 
         With a config (or LoRAs) the settings are applied now: distilled mode fuses the LoRAs (explicit
@@ -514,7 +515,8 @@ class WanI2VGenerator(WanGeneratorSetup):
         generator = cls(pipeline, config, device=device, folder=folder)
         if eager:
             generator._apply(config)
-        generator._swapper = apply_speed_options(pipeline, config.speed, device)
+        # speed: where the weights live (the runner passes the plan's placement) without applying the settings now
+        generator._swapper = apply_speed_options(pipeline, speed or config.speed, device)
         return generator
 
     @classmethod

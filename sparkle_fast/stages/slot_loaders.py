@@ -72,8 +72,13 @@ def _is_tiny(models_source: Any) -> bool:
     return isinstance(models_source, str) and models_source == "tiny"
 
 
-def load_slot(slot: str, models_source: Any) -> Any:
-    """One slot's adapter (see the module docstring); the folder is checked first."""
+WAN_SLOTS = ("i2v", "control")
+
+
+def load_slot(slot: str, models_source: Any, placement: str = "resident", vae_tiling: bool = False) -> Any:
+    """One slot's adapter (see the module docstring); the folder is checked first. placement (Wan slots loaded from
+    a folder): "resident", "sequential_experts" (one expert on the GPU at a time) or "model_offload" (diffusers'
+    model CPU offload); vae_tiling: the Wan VAE in tiles."""
     if slot in LAZY_SLOTS:
         from sparkle_fast.models.lineart import LineartSlot
 
@@ -86,6 +91,15 @@ def load_slot(slot: str, models_source: Any) -> Any:
     from sparkle_fast.models.slots import check_models_dir, load_or_stand_in
 
     folder = check_models_dir(models_source, [slot])[slot]
+    if slot in WAN_SLOTS:
+        from functools import partial
+
+        from sparkle_fast.models.i2v import SpeedOptions
+
+        if placement not in ("resident", "sequential_experts", "model_offload"):
+            raise ValueError(f"placement {placement!r}: expected resident, sequential_experts or model_offload")
+        load = partial(load, speed=SpeedOptions(sequential_experts=placement == "sequential_experts",
+                                                cpu_offload=placement == "model_offload", vae_tiling=vae_tiling))
     return load_or_stand_in(slot, folder, load)
 
 
