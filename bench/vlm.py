@@ -132,15 +132,16 @@ def run_tasks(vlm, scorer, inputs: list[dict], *, batched: bool) -> list:
     """Every VLM task and EditScore on frame 0 for every sample: single calls one sample at a time, or the *_many
     methods over all samples. Returns every TaskResult."""
     if not batched:
-        out = []
+        per_sample = []
         for x in inputs:
-            out += [vlm.camera_motion_verdict(x["clip"]), vlm.describe_scene(x["frame0"]),
-                    vlm.write_instruction(x["frame0"], "A street with shops.", "location", "coast", "harbor"),
-                    vlm.ground_foreground(x["frame0"], x["edited"]), vlm.background_caption(x["prompt"]),
-                    vlm.ground_per_frame(x["frames"], x["labels"])]
+            row = [vlm.camera_motion_verdict(x["clip"]), vlm.describe_scene(x["frame0"]),
+                   vlm.write_instruction(x["frame0"], "A street with shops.", "location", "coast", "harbor"),
+                   vlm.ground_foreground(x["frame0"], x["edited"]), vlm.background_caption(x["prompt"]),
+                   vlm.ground_per_frame(x["frames"], x["labels"])]
             if scorer is not None:
-                out.append(scorer.score_edit(x["frame0"], x["edited"], x["prompt"]))
-        return out
+                row.append(scorer.score_edit(x["frame0"], x["edited"], x["prompt"]))
+            per_sample.append(row)
+        return [result for task in zip(*per_sample, strict=True) for result in task]  # task-major, as below
     n = len(inputs)
     frame0 = [x["frame0"] for x in inputs]
     out = (vlm.camera_motion_verdict_many([x["clip"] for x in inputs]) + vlm.describe_scene_many(frame0)
@@ -165,11 +166,16 @@ def measure_tasks(bench, model, processor, args, model_name: str) -> None:
     from sparkle_fast.models.scorer import EditScoreAdapter, ScorerConfig
     from sparkle_fast.models.vlm import Qwen3VLAdapter, VLMConfig
 
-    if args.quick or not args.model:
-        config = VLMConfig(reasoning_chars=24, scene_chars=24, prompt_chars=32, caption_chars=24, label_chars=12,
-                           max_objects=3)
-        scorer_config = ScorerConfig(reasoning_chars=16, max_new_tokens=64, passes=1 if args.quick else args.passes)
-        samples, size, frames = (2, (64, 64), 2) if args.quick else (args.samples, (64, 64), 11)
+    if args.quick or not args.model or args.short_answers:
+        # Short answers for the tiny model (--quick: shorter still, so that CI stays cheap).
+        config = VLMConfig(reasoning_chars=12, scene_chars=12, prompt_chars=16, caption_chars=12, label_chars=6,
+                           max_objects=2) if args.quick else \
+            VLMConfig(reasoning_chars=24, scene_chars=24, prompt_chars=32, caption_chars=24, label_chars=12,
+                      max_objects=3)
+        scorer_config = ScorerConfig(reasoning_chars=4 if args.quick else 16, max_new_tokens=64,
+                                     passes=1 if args.quick else args.passes)
+        height, width = (64, 64) if args.quick or not args.model else (int(v) for v in args.image_size.split("x"))
+        samples, size, frames = (2, (64, 64), 2) if args.quick else (args.samples, (height, width), 11)
     else:
         config, scorer_config = VLMConfig(), ScorerConfig(passes=args.passes)
         height, width = (int(v) for v in args.image_size.split("x"))
@@ -227,6 +233,8 @@ def main(argv=None) -> int:
         parser.add_argument("--vllm", action="store_true", help="measure vLLM's offline engine on --model")
         parser.add_argument("--batch-size", type=int, default=16, help="rows per generate call of the *_many rows")
         parser.add_argument("--tasks-only", action="store_true", help="only the tasks rows")
+        parser.add_argument("--short-answers", action="store_true",
+                            help="the tiny model's answer bounds for the tasks rows (a random --model)")
 
     bench, args = Bench.from_args("vlm", argv, __doc__.splitlines()[0], extra)
     from sparkle_fast.models.vlm_backends.transformers_backend import TransformersBackend
