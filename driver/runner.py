@@ -24,7 +24,8 @@ and everything committed before stays in the manifest (SQLite rolls back the tra
 same command resumes once there is space.
 
 A stage object without steps() (a test's stand-in) runs as one step with its own load_models() / run().
-The Ray runner (driver/ray_runner.py) runs whole stages through `run_group`; ShardedRunner (workers.py) runs one
+The Ray runner (driver/ray_runner.py) schedules the same steps over one actor pool per model slot with the same
+module functions (first_unfinished_steps, call_step, commit_outcome); ShardedRunner (workers.py) runs one
 LocalRunner process per GPU on disjoint shards of the samples.
 """
 
@@ -644,8 +645,8 @@ def memory_plan(config: Any, models_source: Any, slots: Sequence[str]) \
 def run_group(stage: Stage, group: list[Sample], contexts: list[StageContext],
               layout: SparkleLayout) -> list[StageOutcome]:
     """One call's samples through a whole stage (run_batch when the stage has it, each sample alone otherwise or
-    when the batch fails), each op's implementation recorded for one-sample calls; for runners that schedule whole
-    stages (driver/ray_runner.py) and stages without steps."""
+    when the batch fails), each op's implementation recorded for one-sample calls: for stages without steps (and
+    callers that want a whole stage at once)."""
     if callable(getattr(stage, "run_batch", None)):
         try:
             outcomes = list(stage.run_batch(group, contexts))
