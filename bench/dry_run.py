@@ -52,51 +52,57 @@ def parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def make_clips(folder: Path, count: int, frames: int, size: tuple[int, int], screen_config=None) \
-        -> tuple[list[Path], int]:
-    """`count` fixed-camera clips with a moving subject, 16 fps H.264, frames x (height, width); returns them and the
-    number of candidates made.
-
-    screen_config (a run config): keep only candidates that the tiny random VLM calls static, asked as stage 1 asks
-    it (Qwen3VLAdapter.tiny's camera verdict on the clip read at the run's clip size). Its verdicts are noise that
-    depends on the pixels (about one clip in four passes at 640x352), and a clip it rejects stops at stage 1, leaving
-    stages 2-5 untimed; a dry run of one's own clips meets the same noise, so this is the bench's choice of clips,
-    not something the pipeline does."""
+def write_candidate(folder: Path, index: int, frames: int, size: tuple[int, int]) -> Path:
+    """Candidate clip `index`: PHOTOS[index % 4] seen by a fixed camera, seed `index`; 16 fps H.264."""
     from sparkle_fast.camera_synthetic import make_clip
     from sparkle_fast.video import write_video
 
-    vlm = read_clip = None
-    if screen_config is not None:
-        from sparkle_fast.models.vlm import Qwen3VLAdapter
-
-        vlm = Qwen3VLAdapter.tiny()
-        try:  # stage 1's own reader (the clip size and aspect rule); else the written frames as they are
-            from sparkle_fast.stages.stage1 import _read_clip as read_clip
-        except ImportError:
-            read_clip = None
-    folder.mkdir(parents=True, exist_ok=True)
     width, height = size
-    paths: list[Path] = []
+    photo = PHOTOS[index % len(PHOTOS)]
+    clip = make_clip("static", n_frames=frames, size=(height, width), subject_fraction=0.08, subject_speed=1.0,
+                     photo=photo, seed=index)
+    return write_video(folder / f"clip_{index}_{photo}.mp4", clip.frames, fps=16)
+
+
+def make_clips(folder: Path, count: int, frames: int, size: tuple[int, int], screen_config=None) \
+        -> tuple[list[Path], int]:
+    """`count` fixed-camera clips with a moving subject in `folder`; returns them and the number of candidates made.
+
+    screen_config (the run's config): keep only candidates that stage 1 keeps, found by running stage 1 alone on
+    batches of candidates in folder/../screen. Stage 1's fine filter is the tiny random VLM, whose verdicts are noise
+    that depends on the pixels (about one clip in four passes at 640x352), and its camera rule can take the moving
+    subject for camera motion; a clip stage 1 rejects leaves stages 2-5 untimed. A dry run of one's own clips meets
+    the same noise, so this is the bench's choice of clips, not something the pipeline does."""
+    import shutil
+
+    from sparkle_fast.driver.manifest import Manifest
+    from sparkle_fast.driver.run import run_pipeline
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if screen_config is None:
+        return [write_candidate(folder, index, frames, size) for index in range(count)], count
+    screen_inputs, screen_out = folder.parent / "screen" / "clips", folder.parent / "screen" / "run"
+    screen_inputs.mkdir(parents=True, exist_ok=True)
+    kept: list[Path] = []
     candidate = 0
-    while len(paths) < count:
+    while len(kept) < count:
         if candidate >= MAX_CANDIDATES:
-            raise SystemExit(f"{MAX_CANDIDATES} candidate clips, {len(paths)} called static by the tiny VLM: "
-                             "run with --no-screen")
-        photo = PHOTOS[candidate % len(PHOTOS)]
-        clip = make_clip("static", n_frames=frames, size=(height, width), subject_fraction=0.08, subject_speed=1.0,
-                         photo=photo, seed=candidate)
-        path = write_video(folder / f"clip_{candidate}_{photo}.mp4", clip.frames, fps=16)
-        candidate += 1
-        if vlm is not None:
-            seen = clip.frames if read_clip is None else read_clip(path, screen_config, "cpu")[0].numpy()
-            verdict = vlm.camera_motion_verdict(seen, fps=float(screen_config.clip.fps))
-            if not verdict.ok or verdict.value["camera_moving"]:
-                path.unlink()
-                continue
-        paths.append(path)
-    if vlm is not None:
-        vlm.release()
-    return paths, candidate
+            raise SystemExit(f"{MAX_CANDIDATES} candidate clips, {len(kept)} kept by stage 1: run with --no-screen")
+        batch = max(2, 2 * (count - len(kept)))
+        for _ in range(batch):
+            write_candidate(screen_inputs, candidate, frames, size)
+            candidate += 1
+        run_pipeline(screen_inputs, screen_out, screen_config, models="tiny", stages=[1],
+                     log=lambda message: print(f"[screen] {message}", file=sys.stderr))
+        with Manifest(screen_out / "manifest.sqlite") as manifest:
+            sources = {sample.id: Path(sample.src_video) for sample in manifest.samples()}
+            done = sorted(sources[result.sample_id] for result in manifest.results(1, "done"))
+        for source in done:
+            source = source if source.is_absolute() else screen_inputs / source
+            target = folder / source.name
+            if len(kept) < count and not target.exists():
+                kept.append(Path(shutil.copy2(source, target)))
+    return kept, candidate
 
 
 def stage_rows(summary: dict, walls: dict[int, float], cpus: dict[int, float]) -> list[dict]:
