@@ -28,7 +28,10 @@ from sparkle_fast.stages import all_stages, slot_loaders
 # a budget of 80 holds the VLM alone, or the editor, the scorer and SAM3 together.
 SIMULATED_GIB = {"vlm": 66, "editor": 35, "scorer": 16, "sam3": 4, "i2v": 57, "control": 57}
 TASKS = ("camera_motion_verdict", "describe_scene", "write_instruction", "ground_foreground", "background_caption",
-         "ground_per_frame", "score_edit", "score_frames", "try_edit", "remove", "try_generate", "track")
+         "ground_per_frame", "score_edit", "score_frames", "try_edit", "remove", "try_generate", "open_clip")
+
+
+REAL_LOAD_SLOT = slot_loaders.load_slot
 
 
 class Interrupted(BaseException):
@@ -51,7 +54,7 @@ class Counted:
             return value
 
         def counted(*args, **kwargs):
-            if self._interrupt_at == name:
+            if self._interrupt_at == base:
                 raise Interrupted(name)
             rows = len(args[0]) if name.endswith("_many") and args else 1
             self._log.append((self._slot, base, rows))
@@ -73,10 +76,10 @@ def _run(out, inputs, monkeypatch, *, batch=1, budget=None, planned=None, interr
     config = load_config(demo_config_path(), overrides={"batch.vlm": batch, "batch.scorer": batch,
                                                         "batch.editor": batch})
     log, generate_rows = [], []
-    real_load = slot_loaders.load_slot
+    real_load = REAL_LOAD_SLOT  # not the attribute: an earlier _run of the same test may have patched it
 
-    def load(slot, models_source):
-        adapter = real_load(slot, models_source)
+    def load(slot, models_source, *placement):
+        adapter = real_load(slot, models_source, *placement)
         if slot == "vlm" and hasattr(adapter, "backend"):
             backend, generate = adapter.backend, adapter.backend.generate
             backend.generate = lambda requests, *a, **k: (generate_rows.append(len(requests)),
