@@ -35,9 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import QUICK_RESULTS_DIR, RESULTS_DIR, environment, slug  # noqa: E402
 
-# The clips' photographs (camera_synthetic); candidate k is PHOTOS[k % 4] with seed k: a fixed camera, a subject
-# covering 8% of the frame moving 1 px per frame.
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+# Candidate k: camera_synthetic's photograph PHOTOS[k % 6] seen by a fixed camera, seed k, with a subject covering
+# SUBJECT_FRACTIONS[(k // 6) % 2] of the frame moving 1 px per frame.
+from sparkle_fast.camera_synthetic import PHOTOS  # noqa: E402
+
+SUBJECT_FRACTIONS = (0.08, 0.03)
 MAX_CANDIDATES = 40
 
 
@@ -53,13 +55,14 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def write_candidate(folder: Path, index: int, frames: int, size: tuple[int, int]) -> Path:
-    """Candidate clip `index`: PHOTOS[index % 4] seen by a fixed camera, seed `index`; 16 fps H.264."""
+    """Candidate clip `index` (see PHOTOS above); 16 fps H.264."""
     from sparkle_fast.camera_synthetic import make_clip
     from sparkle_fast.video import write_video
 
     width, height = size
     photo = PHOTOS[index % len(PHOTOS)]
-    clip = make_clip("static", n_frames=frames, size=(height, width), subject_fraction=0.08, subject_speed=1.0,
+    fraction = SUBJECT_FRACTIONS[(index // len(PHOTOS)) % len(SUBJECT_FRACTIONS)]
+    clip = make_clip("static", n_frames=frames, size=(height, width), subject_fraction=fraction, subject_speed=1.0,
                      photo=photo, seed=index)
     return write_video(folder / f"clip_{index}_{photo}.mp4", clip.frames, fps=16)
 
