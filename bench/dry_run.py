@@ -73,9 +73,9 @@ def make_clips(folder: Path, count: int, frames: int, size: tuple[int, int], scr
 
     screen_config (the run's config): keep only candidates that stage 1 keeps, found by running stage 1 alone on
     batches of candidates in folder/../screen. Stage 1's fine filter is the tiny random VLM, whose verdicts are noise
-    that depends on the pixels (about one clip in four passes at 640x352), and its camera rule can take the moving
-    subject for camera motion; a clip stage 1 rejects leaves stages 2-5 untimed. A dry run of one's own clips meets
-    the same noise, so this is the bench's choice of clips, not something the pipeline does."""
+    that depends on the pixels (at 640x352 it calls most candidates "moving"), and its camera rule can take the
+    moving subject for camera motion; a clip stage 1 rejects leaves stages 2-5 untimed. A dry run of one's own clips
+    meets the same noise, so this is the bench's choice of clips, not something the pipeline does."""
     import shutil
 
     from sparkle_fast.driver.manifest import Manifest
