@@ -189,6 +189,14 @@ def run_pipeline(input: str | Path, out: str | Path, config: PipelineConfig, mod
     samples = inputs.samples if limit is None else inputs.samples[:max(0, limit)]
     only = None if limit is None else {s.id for s in samples}  # --limit N: run these N, leave the others waiting
 
+    # Wan's VAE (8x) and patching (2x) need frames in multiples of 16: a clip size that stages 3 and 5 cannot
+    # generate stops the run now, not at stage 3 after hours of stages 1-2.
+    width, height = config.clip.width, config.clip.height
+    if any(s.number in (3, 5) for s in stage_list) and (width % 16 or height % 16):
+        raise ValueError(f"clip size {width}x{height}: stages 3 and 5 (Wan2.2) generate in multiples of 16 pixels; "
+                         f"use {width // 16 * 16}x{height // 16 * 16} (--set clip.width=... clip.height=...) or run "
+                         "--stages 1-2 / 4 alone")
+
     # Models first: a missing folder must stop the run before anything is written.
     if not (isinstance(models, str) and models == "tiny"):
         slots = sorted({slot for s in stage_list for slot in s.model_slots})

@@ -160,3 +160,15 @@ def test_limit_runs_only_the_first_inputs_even_with_more_in_the_manifest(tmp_pat
     rest = Scripted(2)
     run_pipeline(videos, out, config, stage_objects=[rest], **quiet)
     assert rest.runs == 1
+
+
+def test_a_clip_size_wan_cannot_generate_stops_the_run_before_any_work(tmp_path):
+    videos = _videos(tmp_path, ["a.mp4"])
+    config = load_config(overrides={"clip.width": 640, "clip.height": 360})
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"640x360.*use 640x352"):
+        run_pipeline(videos, out, config, stage_objects=[Scripted(n) for n in range(1, 6)])
+    assert not (out / "manifest.sqlite").exists()
+    # stage 1 alone reads any size
+    run_pipeline(videos, out, config, stages=[1], stage_objects=[Scripted(1)], log=lambda message: None)
+    assert (out / "manifest.sqlite").exists()
