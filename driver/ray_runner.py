@@ -244,6 +244,9 @@ class RayRunner:
 
     def run(self, stages: Sequence[Stage], manifest: Manifest, layout: SparkleLayout, config: Any,
             models_source: Any) -> None:
+        # The driver is the only writer of ray-pools.json: a temporary of it here was left by a killed driver.
+        for stale in (layout.root / "logs").glob(".ray-pools.json.*.tmp"):
+            stale.unlink(missing_ok=True)
         ray = import_ray()
         started_here = not ray.is_initialized()
         if started_here:
