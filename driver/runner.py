@@ -3,7 +3,8 @@
 LocalRunner (one process, one GPU) schedules steps, not stages (sparkle_fast/stages/steps.py). For each chunk of
 samples it repeatedly picks a step that has samples waiting at it, preferring one whose model slot is already
 resident (model-major: a model, once loaded, runs every pending call of the chunk it can take before another is
-loaded), and runs it over those samples in batches of the slot's `[batch]` size:
+loaded), and runs it over those samples in batches of the slot's `[batch]` size (capped, for a --models folder, at
+the batch the plan sized the slot's working memory for):
 
   chunk   [camera_filter] x all -> [camera_verdict, scene_instruction] (vlm) -> [edit_frame0] (editor) ->
           [score_edit] (scorer) -> [ground_r1] (vlm) -> ... -> [score_video] (scorer)
@@ -39,7 +40,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sparkle_fast.layout import SparkleLayout
 from sparkle_fast.stages.base import Sample, Stage, StageContext, StageOutcome
@@ -231,14 +232,15 @@ def load_stage_models(stage: Stage, models_source: Any, config: Any) -> Any:
     return models
 
 
-def configure_adapter(adapter: Any, config: Any, slot: str | None = None) -> None:
+def configure_adapter(adapter: Any, config: Any, slot: str | None = None, batch_cap: int | None = None) -> None:
     """The run's settings on a loaded adapter: use_run_config(config) where it has one, and the slot's [batch] size
-    as its `batch_size` (rows per generate / forward call)."""
+    (at most batch_cap, the plan's batch for the slot) as its `batch_size` (rows per generate / forward call)."""
     if hasattr(adapter, "use_run_config"):
         adapter.use_run_config(config)
     batch = getattr(config, "batch", None)
     if slot is not None and batch is not None and hasattr(batch, slot) and hasattr(adapter, "__dict__"):
-        adapter.batch_size = int(getattr(batch, slot))
+        size = int(getattr(batch, slot))
+        adapter.batch_size = size if batch_cap is None else max(1, min(size, int(batch_cap)))
 
 
 # The plan's mode of a Wan slot (driver/plan.py) -> how slot_loaders places it; "sequential_offload" (one block at a
@@ -247,9 +249,11 @@ PLAN_PLACEMENT = {"resident": "resident", "sequential_experts": "sequential_expe
                   "sequential_offload": "model_offload"}
 
 
-def load_slot_model(slot: str, models_source: Any, config: Any, plan_modes: dict[str, str] | None = None) -> Any:
+def load_slot_model(slot: str, models_source: Any, config: Any, plan_modes: dict[str, str] | None = None,
+                    batch_caps: dict[str, int] | None = None) -> Any:
     """One model slot's adapter with the run's settings (see load_stage_models). A Wan slot is placed as [memory]
-    wan_placement says ("auto": the plan's mode for it, plan_modes; resident without one)."""
+    wan_placement says ("auto": the plan's mode for it, plan_modes; resident without one); the adapter's batch is
+    the slot's [batch] size, at most batch_caps[slot] (the plan's) when given."""
     from sparkle_fast.models.vlm_backends import use_settings
     from sparkle_fast.stages.slot_loaders import load_slot
 
@@ -259,7 +263,7 @@ def load_slot_model(slot: str, models_source: Any, config: Any, plan_modes: dict
     if placement == "auto":
         placement = PLAN_PLACEMENT.get((plan_modes or {}).get(slot, "resident"), "resident")
     adapter = load_slot(slot, models_source, placement, bool(getattr(memory, "vae_tiling", False)))
-    configure_adapter(adapter, config, slot)
+    configure_adapter(adapter, config, slot, (batch_caps or {}).get(slot))
     return adapter
 
 
@@ -315,6 +319,7 @@ class LocalRunner:
         self.budget_bytes = budget_bytes
         self.planned_bytes = planned_bytes
         self.batch_sizes = batch_sizes
+        self.batch_caps: dict[str, int] = {}  # slot -> the plan's batch for it (a --models folder); see _batch_size
         self.step_stats: dict[tuple[int, int], StepStats] = {}
         self.cache: SlotCache | None = None
 
@@ -326,6 +331,7 @@ class LocalRunner:
                 "slots": {slot: {"loads": st.loads, "load_seconds": round(st.load_seconds, 3), "bytes": st.bytes}
                           for slot, st in sorted((cache.stats if cache else {}).items())},
                 "budget_bytes": cache.budget_bytes if cache else None,
+                "plan_batch_caps": dict(sorted(self.batch_caps.items())),
                 "peak_resident_bytes": cache.peak_resident_bytes if cache else 0}
 
     # -- run -------------------------------------------------------------------------------------------------------
@@ -366,7 +372,7 @@ class LocalRunner:
             if slot.startswith("stage:"):
                 stage = next(s.stage for s in steps if s.slot == slot)
                 return load_stage_models(stage, models_source, config)
-            return load_slot_model(slot, models_source, config, modes)
+            return load_slot_model(slot, models_source, config, modes, self.batch_caps)
 
         def release(slot: str, value: Any) -> None:
             if slot.startswith("given:"):
@@ -378,7 +384,8 @@ class LocalRunner:
 
         budget, planned, modes = self.budget_bytes, self.planned_bytes, {}
         if budget is None and planned is None:
-            budget, planned, modes = memory_plan(config, models_source, [s.slot for s in steps if s.slot])
+            budget, planned, modes, self.batch_caps = memory_plan(config, models_source,
+                                                                  [s.slot for s in steps if s.slot])
         return SlotCache(load, release, budget, planned)
 
     def _run_chunk(self, chunk: list[str], steps: list[RunStep], samples: dict[str, Sample], manifest: Manifest,
@@ -438,7 +445,9 @@ class LocalRunner:
             batch = getattr(config, "batch", None)
             sizes = {} if batch is None else {k: int(v) for k, v in vars(batch).items()}
         key = step.slot if step.slot is not None else "camera"
-        return max(1, int(sizes.get(key, getattr(step.stage, "batch_size", 1))))
+        size = max(1, int(sizes.get(key, getattr(step.stage, "batch_size", 1))))
+        # The plan sized the slot's working memory for its own batch: a larger [batch] would overrun the budget.
+        return min(size, max(1, self.batch_caps[key])) if key in self.batch_caps else size
 
     def _run_group(self, steps: list[RunStep], index: int, group: list[str], samples: dict[str, Sample],
                    positions: dict[str, Position], models: Any, manifest: Manifest, layout: SparkleLayout,
@@ -599,13 +608,21 @@ def _peak_bytes() -> int:
     return int(torch.cuda.max_memory_allocated())
 
 
-def memory_plan(config: Any, models_source: Any, slots: Sequence[str]) \
-        -> tuple[int | None, dict[str, int], dict[str, str]]:
+class MemoryPlan(NamedTuple):
+    """What a run takes from the plan (memory_plan)."""
+
+    budget: int | None  # bytes the slots may hold at once; None: unbounded (a CPU run)
+    planned: dict[str, int]  # slot -> planned resident bytes (weights as held + working memory of its batch)
+    modes: dict[str, str]  # slot -> how the plan holds it (resident, sequential_experts, model_offload, ...)
+    batch_caps: dict[str, int]  # slot -> the plan's batch (items per call its working memory was sized for)
+
+
+def memory_plan(config: Any, models_source: Any, slots: Sequence[str]) -> MemoryPlan:
     """(budget bytes or None, slot -> planned resident bytes) for a run: the budget is [memory] gpu_memory_gib, else
     the GPU's memory less the plan's reserve when torch sees a GPU, else unbounded (a CPU run); the bytes come from
     the plan (driver/plan.py: safetensors headers, the mode each slot needs) for a --models folder, and are measured
-    after loading for the tiny models. The third item maps each planned slot to the plan's mode (resident,
-    sequential_experts, model_offload, ...)."""
+    after loading for the tiny models. With the plan come each slot's mode (resident, sequential_experts,
+    model_offload, ...) and its batch, which caps the slot's [batch] size (more would overrun the budget)."""
     from .plan import GIB, RESERVE_FRACTION
 
     memory = getattr(config, "memory", None)
@@ -621,6 +638,7 @@ def memory_plan(config: Any, models_source: Any, slots: Sequence[str]) \
     budget = None if gib is None else int(int(gib * GIB) * (1 - RESERVE_FRACTION))  # as the plan computes it
     planned: dict[str, int] = {}
     modes: dict[str, str] = {}
+    caps: dict[str, int] = {}
     if not (isinstance(models_source, str) and models_source == "tiny") and models_source is not None:
         from .plan import make_plan
 
@@ -631,15 +649,16 @@ def memory_plan(config: Any, models_source: Any, slots: Sequence[str]) \
                                  slots=model_slots)
             except Exception:  # noqa: BLE001 - a folder the plan cannot size is measured after loading instead
                 traceback.print_exc()
-                return budget, planned, modes
+                return MemoryPlan(budget, planned, modes, caps)
             for slot, slot_plan in plan.slots.items():
                 if slot_plan.mode is not None:
                     modes[slot] = slot_plan.mode
+                    caps[slot] = max(slot_plan.batch_size, 1)
                     planned[slot] = slot_plan.resident_bytes + slot_plan.working_bytes_per_item * max(
                         slot_plan.batch_size, 1)
                 elif budget is not None:
                     planned[slot] = slot_plan.weight_bytes  # fits in no mode: check_fits names it
-    return budget, planned, modes
+    return MemoryPlan(budget, planned, modes, caps)
 
 
 def run_group(stage: Stage, group: list[Sample], contexts: list[StageContext],

@@ -124,13 +124,14 @@ def test_the_runner_takes_slot_bytes_and_wan_placement_from_the_plan(real_models
     root, _ = real_models
     config = load_config(overrides={"memory.gpu_memory_gib": 80})
     slots = ["vlm", "editor", "scorer", "sam3", "i2v", "control"]
-    budget, planned, modes = runner.memory_plan(config, root, slots)
+    budget, planned, modes, caps = runner.memory_plan(config, root, slots)
     plan = make_plan(root, gpu_memory_gib=80)
     assert budget == plan.usable_bytes
     for slot in slots:
         p = plan.slots[slot]
         assert planned[slot] == p.resident_bytes + p.working_bytes_per_item * max(p.batch_size, 1) <= budget
         assert modes[slot] == p.mode
+        assert caps[slot] == max(p.batch_size, 1)
     assert modes["control"] == "sequential_experts"
     seen = []
     monkeypatch.setattr(slot_loaders, "load_slot", lambda slot, source, placement, tiling: seen.append(
@@ -142,3 +143,29 @@ def test_the_runner_takes_slot_bytes_and_wan_placement_from_the_plan(real_models
     runner.load_slot_model("control", root, config, modes)
     assert seen == [("i2v", runner.PLAN_PLACEMENT[modes["i2v"]], False), ("vlm", "resident", False),
                     ("control", "model_offload", True), ("control", "sequential_experts", False)]
+
+
+def test_the_plans_batch_caps_the_slots_batch_size(real_models):
+    """The plan sized each slot's working memory for its own batch: a [batch] size above it is lowered to it (the
+    runner's samples per call and the adapter's rows per generate call), one below it is kept."""
+    from types import SimpleNamespace
+
+    from sparkle_fast.driver import runner
+    from sparkle_fast.stages.stage2 import EditStage
+
+    root, _ = real_models
+    slots = ["vlm", "editor", "scorer", "sam3", "i2v", "control"]
+    config = load_config(overrides={"memory.gpu_memory_gib": 80, "batch.vlm": 64, "batch.scorer": 1})
+    caps = runner.memory_plan(config, root, slots).batch_caps
+    assert set(caps) == set(slots) and 1 < caps["vlm"] < 64 and caps["scorer"] > 1
+    local = runner.LocalRunner(chunk_size=8, max_attempts=1)
+    local.batch_caps = caps
+    steps = {s.slot: s for s in runner.stage_steps(EditStage())}
+    assert local._batch_size(steps["vlm"], config) == caps["vlm"]  # 64 asked, the plan's fits
+    assert local._batch_size(steps["scorer"], config) == 1  # 1 asked: kept
+    assert local._batch_size(steps["editor"], config) == min(config.batch.editor, caps["editor"])
+    adapter = SimpleNamespace()
+    runner.configure_adapter(adapter, config, "vlm", caps["vlm"])
+    assert adapter.batch_size == caps["vlm"]
+    runner.configure_adapter(adapter, config, "vlm")  # no plan (the tiny models): the config's size
+    assert adapter.batch_size == 64
