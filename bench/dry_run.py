@@ -144,6 +144,9 @@ def main(argv=None) -> int:
                         help="the run's clip size (clip.width x clip.height), multiples of 16 (640x352)")
     parser.add_argument("--no-screen", dest="screen", action="store_false",
                         help="keep every candidate clip (default: only those the tiny VLM calls static)")
+    parser.add_argument("--engines", choices=("torch", "onnxruntime"), default="torch",
+                        help="[engines] vae and sam3 (onnxruntime: the Wan VAE decoder and SAM3's image encoder as "
+                             "ONNX graphs, exported into WORK/engines during the run, so the export is timed)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--work", type=Path, default=None, help="keep the clips and the run here (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=None, help="JSON output (default bench/results/...)")
@@ -163,10 +166,13 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     env = environment("cpu")
     overrides = {"clip.max_frames": frames, "clip.width": clip_size[0], "clip.height": clip_size[1]}
-    config = load_config(demo_config_path(), overrides)
 
     with tempfile.TemporaryDirectory(prefix="sparkle-dry-run-") as scratch:
         work = args.work or Path(scratch)
+        if args.engines != "torch":
+            overrides.update({"engines.vae": args.engines, "engines.sam3": args.engines,
+                              "engines.cache_dir": str(work / "engines")})
+        config = load_config(demo_config_path(), overrides)
         inputs = work / "clips"
         out = work / "run"
         if out.exists():
@@ -195,14 +201,16 @@ def main(argv=None) -> int:
         "benchmark": "dry_run", "quick": args.quick, "environment": env,
         "case": {"clips": args.clips, "frames": frames, "source_size": list(source_size),
                  "clip_size": list(clip_size), "config": "demo.toml + clip overrides", "models": "tiny",
-                 "torch_threads": torch.get_num_threads(), "screened": args.screen, "candidates": candidates},
+                 "engines": args.engines, "torch_threads": torch.get_num_threads(), "screened": args.screen,
+                 "candidates": candidates},
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
         "clips_seconds": round(clips_seconds, 2), "total_seconds": round(wall, 2), "rows": rows,
         "not_kept": {str(k): v for k, v in reasons.items()},
     }
     target = args.out or ((QUICK_RESULTS_DIR if args.quick else RESULTS_DIR)
-                          / f"dry_run-{slug(env['device_name'])[:60]}.json")
+                          / f"dry_run-{slug(env['device_name'])[:60]}"
+                             f"{'' if args.engines == 'torch' else '-' + args.engines}.json")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(payload, indent=2) + "\n")
 

@@ -18,9 +18,11 @@ Same run() as LocalRunner (driver/runner.py), over the same steps (sparkle_fast/
             GPUs back to the pools still working.
   streaming the driver keeps each sample's position (its step and the stage's state so far, JSON); a sample goes to
             the pool of its step's slot as soon as its previous step is committed, in batches of the slot's [batch]
-            size; each pool has at most actors x max_in_flight_per_actor calls in flight (back-pressure). Only sample
-            ids, states, configs and records (small JSON) travel through Ray: frames, videos and masks are files under
-            the output root, which must be on storage every node sees.
+            size (for a --models folder at most the plan's batch for the slot, planned alone on an actor's GPU, and a
+            Wan slot held in the plan's mode under [memory] wan_placement auto); each pool has at most actors x
+            max_in_flight_per_actor calls in flight (back-pressure). Only sample ids, states, configs and records
+            (small JSON) travel through Ray: frames, videos and masks are files under the output root, which must be
+            on storage every node sees.
   manifest  the driver is its only writer: every step's result is committed as it arrives (runner.commit_outcome,
             the local runner's own), so a rerun of the same command resumes each sample at its first unfinished step
             (runner.first_unfinished_steps), and the records are the local runner's.
@@ -66,8 +68,10 @@ from .runner import (
     is_disk_full,
     load_slot_model,
     load_stage_models,
+    memory_plan,
     run_group,
     stage_steps,
+    step_batch_size,
 )
 
 # Environment variables an actor must see as the driver does (kernel backend pin, Triton interpreter on CPU).
@@ -89,23 +93,12 @@ def pool_of(step: RunStep) -> str:
     return CPU_POOL if step.slot is None else step.slot
 
 
-def batch_size(step: RunStep, config: Any) -> int:
-    """Samples per call of the step: the slot's [batch] size ("camera" for the kernel steps), as LocalRunner; a stage
-    without steps keeps its run_batch size."""
-    if step.run is None:
-        return max(1, int(getattr(step.stage, "batch_size", 1))) if callable(getattr(step.stage, "run_batch",
-                                                                                     None)) else 1
-    batch = getattr(config, "batch", None)
-    sizes = {} if batch is None else vars(batch)
-    return max(1, int(sizes.get(step.slot if step.slot is not None else "camera",
-                                getattr(step.stage, "batch_size", 1))))
-
-
 class SlotWorker:
     """One actor of a pool: loads the pool's slot once, then runs batches of any of the pool's steps. Takes and
     returns plain JSON-like values (small); artifacts are written under the output root by the steps themselves."""
 
-    def __init__(self, pool: str, stages: list[Stage], models_source: Any, config: Any, out_root: str):
+    def __init__(self, pool: str, stages: list[Stage], models_source: Any, config: Any, out_root: str,
+                 plan_modes: dict[str, str] | None = None, batch_caps: dict[str, int] | None = None):
         self.layout = SparkleLayout(out_root)
         self.config = config
         # Stages are pickled by reference to their classes, so workers need the package installed.
@@ -119,7 +112,7 @@ class SlotWorker:
         elif pool.startswith("given:"):  # a stage holding its caller's adapters (pickled with it): all of them
             self.models = dict(next(step.stage for step in self.steps.values()).given_models)
         elif pool != CPU_POOL:
-            self.models = {pool: load_slot_model(pool, models_source, config)}
+            self.models = {pool: load_slot_model(pool, models_source, config, plan_modes, batch_caps)}
         if any(key[0] == 5 and step.run is not None for key, step in self.steps.items()):
             from sparkle_fast.stages.slot_loaders import load_slot
 
@@ -204,6 +197,8 @@ class RayRunner:
                 raise ValueError(f"ray.{key}: expected pool = number, got {', '.join(bad)} (e.g. {{sam3 = 0.25}})")
         self.actors = {str(k): int(v) for k, v in (actors or {}).items()}
         self.gpus = {str(k): float(v) for k, v in (gpus or {}).items()}
+        self.plan_modes: dict[str, str] = {}  # set per run from the plan (a --models folder)
+        self.batch_caps: dict[str, int] = {}
         if actors_per_pool < 1 or max_in_flight_per_actor < 1 or any(v < 1 for v in self.actors.values()):
             raise ValueError("ray.actors_per_pool, ray.actors values and ray.max_in_flight_per_actor must be >= 1")
         if gpus_per_actor < 0 or cpus_per_actor < 0 or any(v < 0 for v in self.gpus.values()):
@@ -293,6 +288,10 @@ class RayRunner:
         finished: dict[int, int] = {}
         for sid, position in positions.items():
             self._enqueue(pools, steps, sid, position.index, reached)
+        # A --models folder's plan, each slot alone on its actor's GPU (the plan sizes each slot by itself): how a
+        # Wan slot is held ([memory] wan_placement auto) and the largest batch whose working memory fits.
+        plan = memory_plan(config, models_source, [s.slot for s in steps if s.slot])
+        self.plan_modes, self.batch_caps = plan.modes, plan.batch_caps
         worker_class = ray.remote(SlotWorker)
         context = (worker_class, layout, config, models_source)
         last_status = time.monotonic()
@@ -331,7 +330,7 @@ class RayRunner:
                 break
             # The latest step with a full batch waiting, else the latest with any: samples near the end of the
             # pipeline finish first, so fewer are half-done at any time.
-            sizes = {index: batch_size(steps[index], config) for index in pool.waiting}
+            sizes = {index: step_batch_size(steps[index], config, self.batch_caps) for index in pool.waiting}
             full = [index for index, queue in pool.waiting.items() if len(queue) >= sizes[index]]
             index = max(full or pool.waiting)
             queue = pool.waiting[index]
@@ -352,7 +351,7 @@ class RayRunner:
         """Start (or replace) actor `index` of the pool; its pid and node are asked for without waiting."""
         worker_class, layout, config, models_source = context
         actor = worker_class.options(**self._actor_options(pool)).remote(
-            pool.name, pool.stages, models_source, config, str(layout.root))
+            pool.name, pool.stages, models_source, config, str(layout.root), self.plan_modes, self.batch_caps)
         if index == len(pool.actors):
             pool.actors.append(actor)
             pool.actor_info.append(None)

@@ -243,6 +243,23 @@ def configure_adapter(adapter: Any, config: Any, slot: str | None = None, batch_
         adapter.batch_size = size if batch_cap is None else max(1, min(size, int(batch_cap)))
 
 
+def step_batch_size(step: RunStep, config: Any, caps: dict[str, int] | None = None,
+                    sizes: dict[str, int] | None = None) -> int:
+    """Samples per call of a step: its slot's [batch] size ("camera" for the kernel steps; `sizes` replaces the
+    config's), at most caps[slot] (the plan's batch for a --models folder); a stage without steps keeps its
+    run_batch size. Both runners use it."""
+    if step.run is None:  # a stage without steps: its run_batch size, as before steps
+        return max(1, int(getattr(step.stage, "batch_size", 1))) \
+            if callable(getattr(step.stage, "run_batch", None)) else 1
+    if sizes is None:
+        batch = getattr(config, "batch", None)
+        sizes = {} if batch is None else {k: int(v) for k, v in vars(batch).items()}
+    key = step.slot if step.slot is not None else "camera"
+    size = max(1, int(sizes.get(key, getattr(step.stage, "batch_size", 1))))
+    # The plan sized the slot's working memory for its own batch: a larger [batch] would overrun the budget.
+    return min(size, max(1, int(caps[key]))) if caps and key in caps else size
+
+
 # The plan's mode of a Wan slot (driver/plan.py) -> how slot_loaders places it; "sequential_offload" (one block at a
 # time) is not offered by the adapters, so model offload is the closest.
 PLAN_PLACEMENT = {"resident": "resident", "sequential_experts": "sequential_experts", "model_offload": "model_offload",
@@ -437,17 +454,7 @@ class LocalRunner:
         return min(waiting)
 
     def _batch_size(self, step: RunStep, config: Any) -> int:
-        if step.run is None:  # a stage without steps: its run_batch size, as before steps
-            return max(1, int(getattr(step.stage, "batch_size", 1))) \
-                if callable(getattr(step.stage, "run_batch", None)) else 1
-        sizes = self.batch_sizes
-        if sizes is None:
-            batch = getattr(config, "batch", None)
-            sizes = {} if batch is None else {k: int(v) for k, v in vars(batch).items()}
-        key = step.slot if step.slot is not None else "camera"
-        size = max(1, int(sizes.get(key, getattr(step.stage, "batch_size", 1))))
-        # The plan sized the slot's working memory for its own batch: a larger [batch] would overrun the budget.
-        return min(size, max(1, self.batch_caps[key])) if key in self.batch_caps else size
+        return step_batch_size(step, config, self.batch_caps, self.batch_sizes)
 
     def _run_group(self, steps: list[RunStep], index: int, group: list[str], samples: dict[str, Sample],
                    positions: dict[str, Position], models: Any, manifest: Manifest, layout: SparkleLayout,

@@ -167,10 +167,11 @@ def test_driver_sigkilled_then_rerun_equals_the_local_runner(inputs, local_run, 
 
 def test_pools_per_slot_and_their_overrides():
     """Without a cluster: the demo's steps map to the slot pools (camera_filter to "cpu"), batch sizes come from
-    [batch] by slot, and the [ray] per-pool overrides are read from the config and checked."""
+    [batch] by slot (at most the plan's batch for the slot), and the [ray] per-pool overrides are read from the config
+    and checked."""
     from sparkle_fast.driver.config import load_config
-    from sparkle_fast.driver.ray_runner import RayRunner, batch_size, pool_of
-    from sparkle_fast.driver.runner import stage_steps
+    from sparkle_fast.driver.ray_runner import RayRunner, pool_of
+    from sparkle_fast.driver.runner import stage_steps, step_batch_size
     from sparkle_fast.stages import all_stages
 
     config = load_config(demo_config_path(), {"ray.gpus": {"sam3": 0.25}, "ray.actors": {"vlm": 2},
@@ -178,8 +179,12 @@ def test_pools_per_slot_and_their_overrides():
     steps = [step for stage in all_stages() for step in stage_steps(stage)]
     assert {pool_of(step) for step in steps} == POOLS
     assert {step.name for step in steps if pool_of(step) == "cpu"} == {"camera_filter"}
-    assert batch_size(next(s for s in steps if s.name == "camera_filter"), config) == 3
-    assert batch_size(next(s for s in steps if s.name == "edit_frame0"), config) == config.batch.editor
+    camera_filter = next(s for s in steps if s.name == "camera_filter")
+    edit_frame0 = next(s for s in steps if s.name == "edit_frame0")
+    assert step_batch_size(camera_filter, config) == 3
+    assert step_batch_size(edit_frame0, config) == config.batch.editor
+    assert step_batch_size(camera_filter, config, {"camera": 2, "editor": 1}) == 2
+    assert step_batch_size(edit_frame0, config, {"editor": config.batch.editor + 5}) == config.batch.editor
     runner = RayRunner.from_config(config)
     assert runner.gpus == {"sam3": 0.25} and runner.actors == {"vlm": 2}
     with pytest.raises(ValueError, match="ray.gpus"):
